@@ -1,0 +1,64 @@
+"""Outcome advantages from group rewards (qwenlong-l1-spec.md §4.2). Pure torch.
+
+Rewards are `[N]`, laid out as N/G contiguous groups of G responses to the same prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def _groups(rewards: Tensor, group_size: int) -> Tensor:
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [N], got shape {list(rewards.shape)}")
+    if group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards has {rewards.numel()} rows, not a multiple of group_size={group_size}")
+    return rewards.detach().float().view(-1, group_size)
+
+
+def grpo_advantages(rewards: Tensor, group_size: int, *, eps: float = 1e-6, std_normalize: bool = True) -> Tensor:
+    """Â_i = (R_i − mean_g R) / (std_g R + eps), std unbiased (N−1) as the released verl code.
+
+    `std_normalize=False` gives the mean-only variant (R_i − mean_g R). A group of size 1 uses
+    mean 0 and std 1, as verl does, so its advantage is R / (1 + eps). Returns float32 `[N]`.
+    """
+    r = _groups(rewards, group_size)
+    if group_size == 1:
+        mean, std = torch.zeros_like(r), torch.ones_like(r)
+    else:
+        mean = r.mean(dim=1, keepdim=True)
+        std = r.std(dim=1, unbiased=True, keepdim=True)
+    centered = r - mean
+    adv = centered / (std + eps) if std_normalize else centered
+    return adv.reshape(-1)
+
+
+def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:
+    """Leave-one-out baseline: Â_i = R_i − mean_{j≠i} R_j = G/(G−1) · (R_i − mean_g R). Needs G ≥ 2."""
+    if group_size < 2:
+        raise ValueError(f"rloo needs group_size >= 2 (a baseline from the other samples), got {group_size}")
+    r = _groups(rewards, group_size)
+    loo_mean = (r.sum(dim=1, keepdim=True) - r) / (group_size - 1)
+    return (r - loo_mean).reshape(-1)
+
+
+AdvantageFn = Callable[..., Tensor]
+
+ESTIMATORS: dict[str, AdvantageFn] = {
+    "grpo": grpo_advantages,
+    "rloo": rloo_advantages,
+}
+
+
+def compute_advantages(
+    name: str, rewards: Tensor, group_size: int, *, eps: float = 1e-6, std_normalize: bool = True
+) -> Tensor:
+    """Dispatch by estimator name (config `rl.advantage_estimator`)."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; accepted: {', '.join(sorted(ESTIMATORS))}")
+    if name == "grpo":
+        return grpo_advantages(rewards, group_size, eps=eps, std_normalize=std_normalize)
+    return ESTIMATORS[name](rewards, group_size)

@@ -1,0 +1,184 @@
+"""PPO-style clipped policy loss with DAPO clip-higher and global normalisation (spec §4.3). Pure torch.
+
+Normalisation is never invented here: the caller counts, over the *whole optimiser step* (every
+micro-batch on every data-parallel rank), the valid tokens (`level="token"`) or the non-empty
+sequences (`level="sequence"`) and passes the count in. Summing the per-micro-batch losses (and
+gradients) then gives exactly the full-batch value however the batch is split (design.md §4.1).
+
+Per valid token t of response i (ρ = exp(logπ_θ − logπ_old), Â broadcast over the response):
+    ℓ_pg  = max(−Â·ρ, −Â·clip(ρ, 1−clip_low, 1+clip_high))
+    dual clip (c > 1, Â < 0 only): ℓ_pg = min(ℓ_pg, −Â·c)
+    ℓ     = ℓ_pg + kl_coef·KL_t − entropy_coef·H_t
+Aggregation:
+    token:    loss = Σ_i Σ_t ℓ_{i,t} / num_global_tokens                   (DAPO, Σ_i|o_i| over the step)
+    sequence: loss = Σ_i ( Σ_t ℓ_{i,t} / |o_i| ) / num_global_sequences   (GRPO 1/|o_i|; empty rows add 0)
+
+Metrics (floats, under no_grad) are means over this micro-batch's valid tokens, so the caller
+combines micro-batches weighting by `num_tokens`:
+    clip_frac_low   tokens with Â<0 and ρ < 1−clip_low (low clip active, no gradient) / valid tokens
+    clip_frac_high  tokens with Â>0 and ρ > 1+clip_high (high clip active, no gradient) / valid tokens
+    dual_clip_frac  tokens where the dual-clip bound is active / valid tokens
+    ratio_mean, ratio_min, ratio_max   over valid tokens
+    approx_kl       mean of ρ − 1 − log ρ (k3 estimate of KL(π_old‖π_θ) on π_old's samples) over valid tokens
+    kl_ref          mean of the reference KL term over valid tokens (only when kl_coef > 0)
+    entropy         mean token entropy over valid tokens (only when entropy is given)
+    num_tokens      valid tokens in this micro-batch (the weight above)
+An all-padding micro-batch gives loss 0 (still connected to the graph) and zero metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+KL_CLAMP = 10.0  # verl's low_var_kl clamp
+
+
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: Literal["k1", "k3"] = "k3") -> Tensor:
+    """Per-token KL(π_θ‖π_ref) estimate. k1: logπ − logπ_ref. k3: e^(ref−logπ) − (ref−logπ) − 1, clamped to ±10."""
+    diff = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -diff
+    if estimator == "k3":
+        return torch.clamp(torch.exp(diff) - diff - 1.0, min=-KL_CLAMP, max=KL_CLAMP)
+    raise ValueError(f"unknown kl estimator {estimator!r}; accepted: k1, k3")
+
+
+def aggregate(
+    per_token: Tensor,  # [N, T] float32
+    mask: Tensor,  # [N, T] bool
+    *,
+    level: Literal["token", "sequence"],
+    num_global_tokens: float | Tensor | None,
+    num_global_sequences: float | Tensor | None,
+) -> Tensor:
+    """Reduce a per-token loss with the caller's global denominator (see module docstring)."""
+    m = mask.to(per_token.dtype)
+    if level == "token":
+        denom = _positive("num_global_tokens", num_global_tokens)
+        return (per_token * m).sum() / denom
+    if level == "sequence":
+        denom = _positive("num_global_sequences", num_global_sequences)
+        lengths = m.sum(dim=1)
+        per_seq = (per_token * m).sum(dim=1) / lengths.clamp(min=1.0)
+        return per_seq.sum() / denom
+    raise ValueError(f"unknown loss level {level!r}; accepted: token, sequence")
+
+
+def _positive(name: str, value: float | Tensor | None) -> float | Tensor:
+    if value is None:
+        raise ValueError(f"{name} is required for this loss level (count it over the whole optimiser step)")
+    if float(value) <= 0:
+        raise ValueError(f"{name} must be > 0, got {float(value)} (no valid tokens in the optimiser step?)")
+    return value
+
+
+def policy_loss(
+    logprobs: Tensor,  # [N, T] current policy token log-probs (requires grad)
+    old_logprobs: Tensor,  # [N, T] behaviour policy token log-probs
+    advantages: Tensor,  # [N] per sequence, or [N, T] per token
+    mask: Tensor,  # [N, T] bool, valid response tokens
+    *,
+    clip_low: float,
+    clip_high: float,
+    num_global_tokens: float | Tensor | None,
+    num_global_sequences: float | Tensor | None = None,
+    level: Literal["token", "sequence"] = "token",
+    dual_clip: float | None = None,
+    ref_logprobs: Tensor | None = None,  # [N, T], needed only when kl_coef > 0
+    kl_coef: float = 0.0,
+    kl_estimator: Literal["k1", "k3"] = "k3",
+    entropy: Tensor | None = None,  # [N, T] token entropy, needed only when entropy_coef > 0
+    entropy_coef: float = 0.0,
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped policy-gradient loss for one micro-batch; returns (scalar float32 loss, metrics)."""
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(
+            f"logprobs {list(logprobs.shape)}, old_logprobs {list(old_logprobs.shape)} and mask "
+            f"{list(mask.shape)} must have the same [N, T] shape"
+        )
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    mask = mask.bool()
+    logp = logprobs.float()
+    adv = advantages.float()
+    adv = adv.unsqueeze(1).expand_as(logp) if adv.dim() == 1 else adv
+    log_ratio = logp - old_logprobs.float()
+    ratio = torch.exp(log_ratio)
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(-adv * ratio, -adv * clipped)
+    dual_active = torch.zeros_like(mask)
+    if dual_clip is not None:
+        bound = -adv * dual_clip
+        dual_active = (adv < 0) & (pg > bound)
+        pg = torch.where(adv < 0, torch.minimum(pg, bound), pg)
+    per_token = pg
+    kl = None
+    if kl_coef > 0:
+        if ref_logprobs is None:
+            raise ValueError("kl_coef > 0 needs ref_logprobs")
+        kl = kl_penalty(logp, ref_logprobs.float(), kl_estimator)
+        per_token = per_token + kl_coef * kl
+    if entropy_coef > 0:
+        if entropy is None:
+            raise ValueError("entropy_coef > 0 needs the token entropy")
+        per_token = per_token - entropy_coef * entropy.float()
+    loss = aggregate(
+        per_token, mask, level=level, num_global_tokens=num_global_tokens, num_global_sequences=num_global_sequences
+    )
+    metrics = _metrics(ratio, log_ratio, adv, mask, clip_low, clip_high, dual_active, kl, entropy)
+    return loss, metrics
+
+
+@torch.no_grad()
+def _metrics(
+    ratio: Tensor,
+    log_ratio: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    clip_low: float,
+    clip_high: float,
+    dual_active: Tensor,
+    kl: Tensor | None,
+    entropy: Tensor | None,
+) -> dict[str, float]:
+    n = int(mask.sum())
+    out: dict[str, float] = {"num_tokens": float(n)}
+    names = ["clip_frac_low", "clip_frac_high", "dual_clip_frac", "ratio_mean", "ratio_min", "ratio_max", "approx_kl"]
+    if kl is not None:
+        names.append("kl_ref")
+    if entropy is not None:
+        names.append("entropy")
+    if n == 0:
+        return out | {k: 0.0 for k in names}
+
+    def mean(x: Tensor) -> float:
+        return float(x.float()[mask].mean())
+
+    r = ratio[mask]
+    out |= {
+        "clip_frac_low": mean((adv < 0) & (ratio < 1.0 - clip_low)),
+        "clip_frac_high": mean((adv > 0) & (ratio > 1.0 + clip_high)),
+        "dual_clip_frac": mean(dual_active),
+        "ratio_mean": float(r.mean()),
+        "ratio_min": float(r.min()),
+        "ratio_max": float(r.max()),
+        "approx_kl": mean(ratio - 1.0 - log_ratio),
+    }
+    if kl is not None:
+        out["kl_ref"] = mean(kl)
+    if entropy is not None:
+        out["entropy"] = mean(entropy)
+    return out
+
+
+def count_tokens(mask: Tensor) -> int:
+    """Valid tokens in one micro-batch; sum this over the optimiser step for `num_global_tokens`."""
+    return int(mask.sum())
+
+
+def count_sequences(mask: Tensor) -> int:
+    """Non-empty rows in one micro-batch; sum over the optimiser step for `num_global_sequences`."""
+    return int((mask.sum(dim=1) > 0).sum())

@@ -1,0 +1,1 @@
+"""The `nemo-qwenlong` command line: thin argument parsing over library functions."""

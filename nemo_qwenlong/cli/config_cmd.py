@@ -1,0 +1,57 @@
+"""`nemo-qwenlong config ...`: show, validate and document the run configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nemo_qwenlong.cli.common import add_config_args, config_from_args
+from nemo_qwenlong.config import ConfigError, load_config, to_yaml
+from nemo_qwenlong.config.docs import field_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("config", help="show, validate or document run configs")
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+
+    show = verbs.add_parser("show", help="print the resolved config (recipe + inherited + overrides)")
+    add_config_args(show)
+    show.set_defaults(handler=_show)
+
+    validate = verbs.add_parser("validate", help="validate recipes; exit 2 listing every problem")
+    validate.add_argument("paths", nargs="+", metavar="YAML", help="recipe files or folders (searched for *.yaml)")
+    validate.set_defaults(handler=_validate)
+
+    fields = verbs.add_parser("fields", help="list fields with defaults, ranges and descriptions")
+    fields.add_argument("section", nargs="?", help="dotted section, e.g. rl or rl.dynamic_sampling")
+    fields.set_defaults(handler=_fields)
+
+
+def _show(args: argparse.Namespace) -> int:
+    sys.stdout.write(to_yaml(config_from_args(args)))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    files: list[Path] = []
+    for item in map(Path, args.paths):
+        files.extend(sorted(item.rglob("*.yaml")) if item.is_dir() else [item])
+    failures = 0
+    for path in files:
+        try:
+            load_config(path)
+            print(f"ok    {path}")
+        except ConfigError as err:
+            failures += 1
+            print(f"FAIL  {err}", file=sys.stderr)
+    print(f"{len(files) - failures} valid, {failures} invalid")
+    return 2 if failures else 0
+
+
+def _fields(args: argparse.Namespace) -> int:
+    try:
+        sys.stdout.write(field_table(args.section))
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
+    return 0

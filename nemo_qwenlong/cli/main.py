@@ -1,0 +1,39 @@
+"""`nemo-qwenlong`: entry point. Each subcommand module registers its own parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nemo_qwenlong import __version__
+from nemo_qwenlong.cli import config_cmd
+from nemo_qwenlong.config import ConfigError
+
+SUBCOMMANDS = (config_cmd,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nemo-qwenlong",
+        description="QwenLong-L1 long-context reasoning RL on megatron-core and vLLM.",
+        epilog="Run `nemo-qwenlong <command> --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

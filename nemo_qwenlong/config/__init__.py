@@ -1,0 +1,23 @@
+"""Typed run configuration (pydantic v2): schema, YAML recipes with inheritance, dotted overrides."""
+
+from nemo_qwenlong.config.loader import (
+    ConfigError,
+    apply_override,
+    load_config,
+    load_tree,
+    to_yaml,
+    validate_tree,
+    write_run_config,
+)
+from nemo_qwenlong.config.schema import RunConfig
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "apply_override",
+    "load_config",
+    "load_tree",
+    "to_yaml",
+    "validate_tree",
+    "write_run_config",
+]

@@ -1,0 +1,1 @@
+"""Curriculum stages, the difficulty ledger and retrospective sampling (issue: DocQA data)."""

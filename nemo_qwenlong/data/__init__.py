@@ -1,0 +1,1 @@
+"""DocQA data: loaders, prompt building, synthetic long-document QA (issue: DocQA data)."""

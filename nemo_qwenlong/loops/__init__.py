@@ -1,0 +1,1 @@
+"""Training loops (SFT, RL stage runner), written against the small interfaces only."""

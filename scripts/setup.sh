@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Build (or reuse) the CPU environment described by requirements/lock-cpu.txt and point .venv at it.
+#
+# The environment is keyed by the hash of the lock file, this script and the Python version, and kept
+# outside the tree (NQL_ENV_CACHE, default ~/.cache/nemo_qwenlong/envs) so fresh clones reuse it;
+# NQL_ENV_CACHE=off builds a private .venv inside the checkout instead. Without the cache, everything
+# is built from scratch. Idempotent: a second run checks the key and the editable install, and exits.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCK="$ROOT/requirements/lock-cpu.txt"
+PY="${NQL_PYTHON:-python3.11}"
+PIP_VERSION="24.3.1"
+
+command -v "$PY" >/dev/null || { echo "setup: $PY not found (set NQL_PYTHON to a Python 3.11 interpreter)" >&2; exit 1; }
+PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+[ "$PYVER" = "3.11" ] || { echo "setup: need Python 3.11 (the local CPU torch wheel is cp311), $PY is $PYVER" >&2; exit 1; }
+
+KEY="$(cat "$LOCK" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)-py$PYVER"
+CACHE="${NQL_ENV_CACHE:-$HOME/.cache/nemo_qwenlong/envs}"
+if [ "$CACHE" = "off" ]; then
+    ENV="$ROOT/.venv"
+else
+    ENV="$CACHE/$KEY"
+fi
+
+build_env() {
+    local env="$1"
+    if [ "$(cat "$env/.nql-complete" 2>/dev/null)" = "$KEY" ]; then
+        return 0
+    fi
+    echo "setup: building environment $env (lock key $KEY); ~3-5 min on a fresh machine"
+    rm -rf "$env"
+    local t0=$SECONDS
+    "$PY" -m venv "$env"
+    "$env/bin/python" -m pip install -q "pip==$PIP_VERSION"
+    # --no-deps: the lock is complete and exact, so nothing is resolved here.
+    # --ignore-requires-python: megatron-core 0.19.2 ships a cp311 wheel but declares Python>=3.12
+    # (measured in shared/docs/megatron-on-cpu.md); its code runs on 3.11.
+    "$env/bin/python" -m pip install -q --no-deps --ignore-requires-python -r "$LOCK"
+    echo "$KEY" > "$env/.nql-complete"
+    echo "setup: environment built in $((SECONDS - t0)) s"
+}
+
+if [ "$ENV" = "$ROOT/.venv" ]; then
+    [ -L "$ROOT/.venv" ] && rm -f "$ROOT/.venv"
+    build_env "$ENV"
+else
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.$KEY.lock"
+    flock 9
+    build_env "$ENV"
+    flock -u 9
+    if [ "$(readlink "$ROOT/.venv" 2>/dev/null)" != "$ENV" ]; then
+        rm -rf "$ROOT/.venv"
+        ln -s "$ENV" "$ROOT/.venv"
+        echo "setup: .venv -> $ENV"
+    fi
+fi
+
+# The package itself, editable, pointing at this checkout (a shared environment may point elsewhere).
+installed_root="$(cd /tmp && "$ENV/bin/python" -c 'import os, nemo_qwenlong as m; print(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))))' 2>/dev/null || true)"
+if [ "$installed_root" != "$(realpath "$ROOT")" ] || [ ! -x "$ENV/bin/nemo-qwenlong" ]; then
+    "$ENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+    echo "setup: nemo_qwenlong installed in editable mode from $ROOT"
+fi
+echo "setup: ready ($ROOT/.venv, lock key $KEY)"

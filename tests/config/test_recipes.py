@@ -1,0 +1,42 @@
+"""Every YAML recipe under conf/ resolves and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nemo_qwenlong.config import load_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+RECIPES = sorted(CONF.rglob("*.yaml"))
+
+
+def test_there_are_recipes() -> None:
+    names = {p.name for p in RECIPES}
+    assert "tiny-cpu.yaml" in names
+    assert "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml" in names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_recipe_validates(path: Path) -> None:
+    cfg = load_config(path)
+    # Recipes must stay buildable: the curriculum is ordered and fits the output cap.
+    caps = [s.max_input_tokens for s in cfg.curriculum.stages]
+    assert caps == sorted(caps)
+    assert all(s.max_output_tokens <= cfg.rollout.max_new_tokens for s in cfg.curriculum.stages)
+
+
+def test_paper_recipe_values() -> None:
+    cfg = load_config(CONF / "qwenlong-l1" / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml")
+    assert cfg.rl.clip_high == 0.28 and cfg.rl.clip_low == 0.2
+    assert [s.max_input_tokens for s in cfg.curriculum.stages] == [20000, 60000]
+    assert cfg.curriculum.stages[1].retrospective.share > 0
+    assert (cfg.parallelism.tensor_parallel, cfg.parallelism.context_parallel) == (8, 4)
+    assert cfg.cluster.nodes * cfg.cluster.gpus_per_node == 32
+
+
+def test_grpo_recipe_switches_off_dapo_parts() -> None:
+    cfg = load_config(CONF / "qwenlong-l1" / "grpo-r1distill32b-2stage-4n8g-tp8cp4.yaml")
+    assert cfg.rl.loss_level == "sequence"
+    assert not cfg.rl.dynamic_sampling.enable and not cfg.rl.overlong.enable

@@ -1,0 +1,48 @@
+"""Test tiers: the default run is everything that can run on CPU; `gpu` tests need a CUDA device."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_GPU = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAS_GPU:
+        return
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"nemo_qwenlong: gpu={'yes' if HAS_GPU else 'no (gpu-marked tests deselected)'}"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def cli_exe() -> str:
+    """The installed console script of the running interpreter's environment."""
+    exe = Path(sys.executable).parent / "nemo-qwenlong"
+    found = str(exe) if exe.exists() else shutil.which("nemo-qwenlong")
+    assert found, "nemo-qwenlong console script is not installed (run `make setup`)"
+    return found
+
+
+@pytest.fixture()
+def clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return env
