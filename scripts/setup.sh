@@ -12,6 +12,7 @@ LOCK="$ROOT/requirements/lock-cpu.txt"
 PY="${NQL_PYTHON:-python3.11}"
 PIP_VERSION="24.3.1"
 
+[ -f "$LOCK" ] || { echo "setup: lock file $LOCK not found (run from a checkout of the repo)" >&2; exit 1; }
 command -v "$PY" >/dev/null || { echo "setup: $PY not found (set NQL_PYTHON to a Python 3.11 interpreter)" >&2; exit 1; }
 PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 [ "$PYVER" = "3.11" ] || { echo "setup: need Python 3.11 (the local CPU torch wheel is cp311), $PY is $PYVER" >&2; exit 1; }
@@ -24,6 +25,13 @@ else
     ENV="$CACHE/$KEY"
 fi
 
+pip_quiet() {
+    # This machine's pip config names local index folders that pip warns about once per package;
+    # drop exactly those lines, keep every other message, and keep pip's exit status.
+    "$@" 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
 build_env() {
     local env="$1"
     if [ "$(cat "$env/.nql-complete" 2>/dev/null)" = "$KEY" ]; then
@@ -33,11 +41,12 @@ build_env() {
     rm -rf "$env"
     local t0=$SECONDS
     "$PY" -m venv "$env"
-    "$env/bin/python" -m pip install -q "pip==$PIP_VERSION"
+    pip_quiet "$env/bin/python" -m pip install -q "pip==$PIP_VERSION"
     # --no-deps: the lock is complete and exact, so nothing is resolved here.
     # --ignore-requires-python: megatron-core 0.19.2 ships a cp311 wheel but declares Python>=3.12
     # (measured in shared/docs/megatron-on-cpu.md); its code runs on 3.11.
-    "$env/bin/python" -m pip install -q --no-deps --ignore-requires-python -r "$LOCK"
+    pip_quiet "$env/bin/python" -m pip install -q --no-deps --ignore-requires-python -r "$LOCK" \
+        || { echo "setup: pip install from $LOCK failed" >&2; exit 1; }
     echo "$KEY" > "$env/.nql-complete"
     echo "setup: environment built in $((SECONDS - t0)) s"
 }
@@ -61,7 +70,7 @@ fi
 # The package itself, editable, pointing at this checkout (a shared environment may point elsewhere).
 installed_root="$(cd /tmp && "$ENV/bin/python" -c 'import os, nemo_qwenlong as m; print(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))))' 2>/dev/null || true)"
 if [ "$installed_root" != "$(realpath "$ROOT")" ] || [ ! -x "$ENV/bin/nemo-qwenlong" ]; then
-    "$ENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+    pip_quiet "$ENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
     echo "setup: nemo_qwenlong installed in editable mode from $ROOT"
 fi
 echo "setup: ready ($ROOT/.venv, lock key $KEY)"

@@ -182,3 +182,28 @@ def count_tokens(mask: Tensor) -> int:
 def count_sequences(mask: Tensor) -> int:
     """Non-empty rows in one micro-batch; sum over the optimiser step for `num_global_sequences`."""
     return int((mask.sum(dim=1) > 0).sum())
+
+
+def merge_micro_metrics(per_micro: list[dict[str, float]]) -> dict[str, float]:
+    """Combine per-micro-batch metrics: token-weighted means, min of minima, max of maxima, summed counts.
+
+    `loss` values are already globally normalised, so they are summed (the optimiser step's loss).
+    """
+    if not per_micro:
+        return {}
+    weights = [m.get("num_tokens", 0.0) for m in per_micro]
+    total = sum(weights)
+    out: dict[str, float] = {"num_tokens": total}
+    for key in per_micro[0]:
+        values = [m[key] for m in per_micro if key in m]
+        if key == "num_tokens":
+            continue
+        if key == "loss":
+            out[key] = sum(values)
+        elif key == "ratio_min":
+            out[key] = min(v for v, w in zip(values, weights) if w) if total else 0.0
+        elif key == "ratio_max":
+            out[key] = max(v for v, w in zip(values, weights) if w) if total else 0.0
+        else:
+            out[key] = sum(v * w for v, w in zip(values, weights)) / total if total else 0.0
+    return out

@@ -1,0 +1,203 @@
+"""The toy RL loop: generate → reward → shape → dynamic sampling → advantages → clipped loss → step."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nemo_qwenlong.algorithms import (
+    RolloutBatch,
+    collect_groups,
+    compute_advantages,
+    count_sequences,
+    count_tokens,
+    overlong_penalty,
+    pad_sequences,
+    policy_loss,
+)
+from nemo_qwenlong.algorithms.losses import merge_micro_metrics
+from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
+from nemo_qwenlong.config import ConfigError, RunConfig
+from nemo_qwenlong.config.pipeline import StageConfig
+from nemo_qwenlong.demo.policy import GRUPolicy
+from nemo_qwenlong.demo.task import ToyDocQA, is_correct
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoState:
+    rng: random.Random
+    gen: torch.Generator
+    next_item: int = 0
+    next_sample: int = 0
+    round_correct: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DemoResult:
+    steps: int
+    first_accuracy: float
+    last_accuracy: float
+    metrics_path: Path
+    plot_path: Path | None
+
+
+def check_demo_config(cfg: RunConfig) -> None:
+    for i, stage in enumerate(cfg.curriculum.stages):
+        if stage.steps is None:
+            raise ConfigError(f"curriculum.stages.{i}.epochs: the demo counts RL steps; set curriculum.stages.{i}.steps")
+
+
+def generate_round(policy: GRUPolicy, task: ToyDocQA, cfg: RunConfig, stage: StageConfig, st: DemoState) -> RolloutBatch:
+    """gen_batch_size prompts × G samples, scored and shaped, with behaviour log-probs."""
+    g = cfg.rl.group_size
+    items = [task.sample(st.rng, stage.min_input_tokens, stage.max_input_tokens, st.next_item + i)
+             for i in range(cfg.rl.gen_batch_size)]
+    st.next_item += len(items)
+    prompt_ids, prompt_mask = pad_sequences([it.prompt for it in items for _ in range(g)])
+    prompt_lengths = prompt_mask.sum(1)
+    max_new = min(stage.max_output_tokens, cfg.rollout.max_new_tokens)
+    responses, mask, truncated = policy.sample(
+        prompt_ids, prompt_lengths, max_new_tokens=max_new, temperature=cfg.rollout.temperature,
+        top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p, generator=st.gen,
+    )
+    answers = [it.answer for it in items for _ in range(g)]
+    correct = torch.tensor([is_correct(r[m].tolist(), a) for r, m, a in zip(responses, mask, answers)])
+    rewards = correct.float()
+    if cfg.rl.overlong.enable:
+        o = cfg.rl.overlong
+        rewards = rewards + overlong_penalty(mask.sum(1), max_len=max_new, buffer=min(o.buffer, max_new), factor=o.factor)
+    with torch.no_grad():  # the trainer recomputes behaviour log-probs, as the released code does
+        old_logprobs, _ = policy.token_logprobs(prompt_ids, prompt_lengths, responses)
+    n = len(answers)
+    st.round_correct.extend(correct.float().tolist())
+    batch = RolloutBatch(
+        group_ids=torch.arange(st.next_item - len(items), st.next_item).repeat_interleave(g),
+        sample_ids=torch.arange(st.next_sample, st.next_sample + n),
+        prompt_ids=prompt_ids, prompt_lengths=prompt_lengths, response_ids=responses, response_mask=mask,
+        truncated=truncated, rewards=rewards, correct=correct, old_logprobs=old_logprobs * mask,
+        item_ids=tuple(it.item_id for it in items for _ in range(g)),
+    )
+    st.next_sample += n
+    return batch
+
+
+def train_on_batch(policy: GRUPolicy, ref: GRUPolicy | None, opt: torch.optim.Optimizer, batch: RolloutBatch,
+                   cfg: RunConfig) -> dict[str, float]:
+    """epochs_per_batch passes of mini-batch optimiser steps; each step sums token-budgeted micro-batches."""
+    rl = cfg.rl
+    adv = compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size, eps=rl.adv_eps,
+                             std_normalize=rl.std_normalize)
+    batch = batch.replace(advantages=adv)
+    rows_per_step = rl.mini_batch_size * rl.group_size
+    micro_metrics: list[dict[str, float]] = []
+    grad_norms = []
+    for _ in range(rl.epochs_per_batch):
+        for start in range(0, batch.num_rows, rows_per_step):
+            mini = batch.select(torch.arange(start, min(start + rows_per_step, batch.num_rows)))
+            n_tok, n_seq = count_tokens(mini.response_mask), count_sequences(mini.response_mask)
+            opt.zero_grad(set_to_none=True)
+            lengths = (mini.prompt_lengths + mini.response_lengths).tolist()
+            for rows in micro_batches_by_tokens(lengths, rl.micro_batch_tokens):
+                mb = mini.select(rows)
+                logp, entropy = policy.token_logprobs(mb.prompt_ids, mb.prompt_lengths, mb.response_ids)
+                ref_logp = None
+                if ref is not None:
+                    with torch.no_grad():
+                        ref_logp, _ = ref.token_logprobs(mb.prompt_ids, mb.prompt_lengths, mb.response_ids)
+                loss, m = policy_loss(
+                    logp, mb.old_logprobs, mb.advantages, mb.response_mask, clip_low=rl.clip_low,
+                    clip_high=rl.clip_high, num_global_tokens=n_tok, num_global_sequences=n_seq,
+                    level=rl.loss_level, dual_clip=rl.dual_clip, ref_logprobs=ref_logp, kl_coef=rl.kl_coef,
+                    kl_estimator=rl.kl_estimator, entropy=entropy, entropy_coef=rl.entropy_coef,
+                )
+                loss.backward()
+                micro_metrics.append(m | {"loss": float(loss.detach())})
+            clip = rl.optim.grad_clip or float("inf")
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)))
+            opt.step()
+    out = merge_micro_metrics(micro_metrics)
+    out["grad_norm"] = max(grad_norms)
+    out["optimizer_steps"] = float(len(grad_norms))
+    return out
+
+
+def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoResult:
+    check_demo_config(cfg)
+    torch.manual_seed(cfg.seed)
+    st = DemoState(rng=random.Random(cfg.seed), gen=torch.Generator().manual_seed(cfg.seed))
+    task = ToyDocQA()
+    policy = GRUPolicy(task.vocab_size, cfg.model.tiny.hidden_size)
+    ref = copy.deepcopy(policy).eval() if cfg.rl.kl_coef > 0 else None
+    o = cfg.rl.optim
+    opt = torch.optim.AdamW(policy.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+    metrics_path = run_dir / "metrics.jsonl"
+    total = sum(s.steps or 0 for s in cfg.curriculum.stages)
+    history: list[dict[str, float | str]] = []
+    bar = tqdm(total=total, desc="demo RL", unit="step", disable=not progress)
+    with open(metrics_path, "a", encoding="utf-8") as sink:
+        for stage in cfg.curriculum.stages:
+            log.info("stage %s: prompts of (%d, %d] tokens, %d steps", stage.name, stage.min_input_tokens,
+                     stage.max_input_tokens, stage.steps)
+            for _ in range(stage.steps or 0):
+                t0 = time.perf_counter()
+                st.round_correct.clear()
+                ds = cfg.rl.dynamic_sampling
+                batch, ds_stats = collect_groups(
+                    lambda _r: generate_round(policy, task, cfg, stage, st), target_groups=cfg.rl.train_batch_size,
+                    group_size=cfg.rl.group_size, max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
+                )
+                m = train_on_batch(policy, ref, opt, batch, cfg)
+                row = {"step": len(history) + 1, "stage": stage.name,
+                       "accuracy": sum(st.round_correct) / len(st.round_correct),
+                       "reward_mean": float(batch.rewards.mean()),
+                       "response_len_mean": float(batch.response_lengths.float().mean()),
+                       "truncated_frac": float(batch.truncated.float().mean()),
+                       "step_s": time.perf_counter() - t0} | m | ds_stats.as_metrics()
+                history.append(row)
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                bar.update(1)
+                bar.set_postfix(stage=stage.name, acc=f"{row['accuracy']:.2f}")
+    bar.close()
+    plot_path = plot_history(history, run_dir / "demo_curve.png")
+    window = max(1, min(5, len(history) // 4))
+    acc = [float(h["accuracy"]) for h in history]
+    return DemoResult(len(history), sum(acc[:window]) / window, sum(acc[-window:]) / window, metrics_path, plot_path)
+
+
+def plot_history(history: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are a convenience; metrics.jsonl has the numbers
+        log.warning("matplotlib not installed: no plot written (metrics are in metrics.jsonl)")
+        return None
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(steps, [h["accuracy"] for h in history], label="accuracy (all samples)")
+    ax.plot(steps, [h["reward_mean"] for h in history], label="reward mean (kept groups)", alpha=0.7)
+    ax.plot(steps, [h["dynamic_sampling/kept_fraction"] for h in history], label="kept group fraction", alpha=0.5)
+    for prev, cur in zip(history, history[1:]):
+        if prev["stage"] != cur["stage"]:
+            ax.axvline(cur["step"] - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.text(cur["step"], 0.97, f" {cur['stage']}", fontsize=8, va="top", transform=ax.get_xaxis_transform())
+    ax.set_xlabel("RL step")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("toy document-QA RL (GRPO advantages, DAPO loss, dynamic sampling)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
