@@ -17,6 +17,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_loss.py
+	$(BIN)/python benchmarks/bench_rewards.py
 
 clean:
 	rm -rf runs .pytest_cache nemo_qwenlong.egg-info

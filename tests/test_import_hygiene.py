@@ -11,6 +11,11 @@ PURE_MODULES = [
     "nemo_qwenlong.cli.main",
     "nemo_qwenlong.algorithms",
     "nemo_qwenlong.rewards",
+    "nemo_qwenlong.rewards.extract",
+    "nemo_qwenlong.rewards.rule",
+    "nemo_qwenlong.rewards.judge",
+    "nemo_qwenlong.rewards.hybrid",
+    "nemo_qwenlong.demo.loop",
     "nemo_qwenlong.data",
     "nemo_qwenlong.curriculum",
 ]
