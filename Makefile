@@ -18,6 +18,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_loss.py
 	$(BIN)/python benchmarks/bench_rewards.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf runs .pytest_cache nemo_qwenlong.egg-info

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Build (or reuse) the CPU environment described by requirements/lock-cpu.txt and point .venv at it.
+# Build (or reuse) the CPU environment described by requirements/lock-cpu.txt, and give this checkout
+# its own .venv on top of it.
 #
-# The environment is keyed by the hash of the lock file, this script and the Python version, and kept
-# outside the tree (NQL_ENV_CACHE, default ~/.cache/nemo_qwenlong/envs) so fresh clones reuse it;
-# NQL_ENV_CACHE=off builds a private .venv inside the checkout instead. Without the cache, everything
-# is built from scratch. Idempotent: a second run checks the key and the editable install, and exits.
+# The heavy environment (torch, vLLM, megatron-core, ...) is keyed by the hash of the lock file, this
+# script and the Python version, and kept outside the tree (NQL_ENV_CACHE, default
+# ~/.cache/nemo_qwenlong/envs) so fresh clones reuse it. Each checkout's .venv is a thin venv whose
+# site-packages adds the shared one (a .pth line) and holds this checkout's editable install, so two
+# clones never see each other's code. NQL_ENV_CACHE=off builds one full private .venv instead.
+# Without the cache everything is built from scratch. Idempotent: a second run checks and exits.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,8 +54,25 @@ build_env() {
     echo "setup: environment built in $((SECONDS - t0)) s"
 }
 
+thin_venv() {
+    # .venv = a venv without packages whose site-packages adds the shared environment's.
+    local venv="$1" shared="$2"
+    if [ "$(cat "$venv/.nql-shared" 2>/dev/null)" = "$shared" ] && [ -x "$venv/bin/python" ]; then
+        return 0
+    fi
+    rm -rf "$venv"
+    "$PY" -m venv --without-pip "$venv"
+    local site shared_site
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+    shared_site="$("$shared/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+    echo "import site; site.addsitedir('$shared_site')" > "$site/_nemo_qwenlong_shared_env.pth"
+    echo "$shared" > "$venv/.nql-shared"
+    echo "setup: .venv for this checkout on top of $shared"
+}
+
 if [ "$ENV" = "$ROOT/.venv" ]; then
     [ -L "$ROOT/.venv" ] && rm -f "$ROOT/.venv"
+    rm -f "$ROOT/.venv/.nql-shared"
     build_env "$ENV"
 else
     mkdir -p "$CACHE"
@@ -60,17 +80,13 @@ else
     flock 9
     build_env "$ENV"
     flock -u 9
-    if [ "$(readlink "$ROOT/.venv" 2>/dev/null)" != "$ENV" ]; then
-        rm -rf "$ROOT/.venv"
-        ln -s "$ENV" "$ROOT/.venv"
-        echo "setup: .venv -> $ENV"
-    fi
+    thin_venv "$ROOT/.venv" "$ENV"
 fi
 
-# The package itself, editable, pointing at this checkout (a shared environment may point elsewhere).
-installed_root="$(cd /tmp && "$ENV/bin/python" -c 'import os, nemo_qwenlong as m; print(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))))' 2>/dev/null || true)"
-if [ "$installed_root" != "$(realpath "$ROOT")" ] || [ ! -x "$ENV/bin/nemo-qwenlong" ]; then
-    pip_quiet "$ENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+# The package itself, editable, into this checkout's .venv.
+installed_root="$(cd /tmp && "$ROOT/.venv/bin/python" -c 'import os, nemo_qwenlong as m; print(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))))' 2>/dev/null || true)"
+if [ "$installed_root" != "$(realpath "$ROOT")" ] || [ ! -x "$ROOT/.venv/bin/nemo-qwenlong" ]; then
+    pip_quiet "$ROOT/.venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
     echo "setup: nemo_qwenlong installed in editable mode from $ROOT"
 fi
 echo "setup: ready ($ROOT/.venv, lock key $KEY)"

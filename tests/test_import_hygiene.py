@@ -16,6 +16,10 @@ PURE_MODULES = [
     "nemo_qwenlong.rewards.judge",
     "nemo_qwenlong.rewards.hybrid",
     "nemo_qwenlong.demo.loop",
+    "nemo_qwenlong.data.loaders",
+    "nemo_qwenlong.data.synth",
+    "nemo_qwenlong.curriculum.sampler",
+    "nemo_qwenlong.curriculum.stages",
     "nemo_qwenlong.data",
     "nemo_qwenlong.curriculum",
 ]
