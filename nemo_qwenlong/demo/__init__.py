@@ -2,6 +2,7 @@
 
 This is what `make run` runs until the Megatron/vLLM loop exists: every algorithm piece is real
 (sampling, rule reward, overlong shaping, dynamic sampling, GRPO advantages, the DAPO token-level
-loss over token-budgeted micro-batches, curriculum stages by input length); the policy is a tiny
+loss over token-budgeted micro-batches, curriculum stages by input length with the retrospective
+sampler and difficulty ledger); the policy is a tiny
 GRU instead of an LLM and the "documents" are random token sequences.
 """

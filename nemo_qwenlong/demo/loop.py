@@ -26,18 +26,23 @@ from nemo_qwenlong.algorithms import (
 from nemo_qwenlong.algorithms.losses import merge_micro_metrics
 from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
 from nemo_qwenlong.config import ConfigError, RunConfig
-from nemo_qwenlong.config.pipeline import StageConfig
+from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
 from nemo_qwenlong.demo.policy import GRUPolicy
-from nemo_qwenlong.demo.task import ToyDocQA, is_correct
+from nemo_qwenlong.demo.task import ToyDocQA, ToyItem, is_correct
 
 log = logging.getLogger(__name__)
 
 
+POOL_PER_STAGE = 512  # toy items per curriculum stage band
+
+
 @dataclass
 class DemoState:
-    rng: random.Random
     gen: torch.Generator
-    next_item: int = 0
+    items: dict[str, ToyItem]
+    sampler: RetrospectiveSampler
+    step: int = 0
+    next_group: int = 0
     next_sample: int = 0
     round_correct: list[float] = field(default_factory=list)
 
@@ -57,12 +62,22 @@ def check_demo_config(cfg: RunConfig) -> None:
             raise ConfigError(f"curriculum.stages.{i}.epochs: the demo counts RL steps; set curriculum.stages.{i}.steps")
 
 
-def generate_round(policy: GRUPolicy, task: ToyDocQA, cfg: RunConfig, stage: StageConfig, st: DemoState) -> RolloutBatch:
-    """gen_batch_size prompts × G samples, scored and shaped, with behaviour log-probs."""
+def build_pools(task: ToyDocQA, cfg: RunConfig) -> tuple[dict[str, ToyItem], list[list[str]]]:
+    """A fixed pool of toy items per curriculum stage, each inside its stage's length band."""
+    rng = random.Random(cfg.seed)
+    items: dict[str, ToyItem] = {}
+    pools: list[list[str]] = []
+    for k, stage in enumerate(cfg.curriculum.stages):
+        pool = [task.sample(rng, stage.min_input_tokens, stage.max_input_tokens, f"toy-{k}-{i}") for i in range(POOL_PER_STAGE)]
+        items.update((it.item_id, it) for it in pool)
+        pools.append([it.item_id for it in pool])
+    return items, pools
+
+
+def generate_round(policy: GRUPolicy, cfg: RunConfig, stage: StageConfig, st: DemoState) -> RolloutBatch:
+    """The sampler's next gen_batch_size items × G samples, scored and shaped, with behaviour log-probs."""
     g = cfg.rl.group_size
-    items = [task.sample(st.rng, stage.min_input_tokens, stage.max_input_tokens, st.next_item + i)
-             for i in range(cfg.rl.gen_batch_size)]
-    st.next_item += len(items)
+    items = [st.items[i] for i in st.sampler.next_batch().item_ids]
     prompt_ids, prompt_mask = pad_sequences([it.prompt for it in items for _ in range(g)])
     prompt_lengths = prompt_mask.sum(1)
     max_new = min(stage.max_output_tokens, cfg.rollout.max_new_tokens)
@@ -80,14 +95,17 @@ def generate_round(policy: GRUPolicy, task: ToyDocQA, cfg: RunConfig, stage: Sta
         old_logprobs, _ = policy.token_logprobs(prompt_ids, prompt_lengths, responses)
     n = len(answers)
     st.round_correct.extend(correct.float().tolist())
+    per_item = correct.float().view(len(items), g).tolist()  # the ledger sees every group, kept or not
+    st.sampler.observe({it.item_id: rewards for it, rewards in zip(items, per_item)}, step=st.step)
     batch = RolloutBatch(
-        group_ids=torch.arange(st.next_item - len(items), st.next_item).repeat_interleave(g),
+        group_ids=torch.arange(st.next_group, st.next_group + len(items)).repeat_interleave(g),
         sample_ids=torch.arange(st.next_sample, st.next_sample + n),
         prompt_ids=prompt_ids, prompt_lengths=prompt_lengths, response_ids=responses, response_mask=mask,
         truncated=truncated, rewards=rewards, correct=correct, old_logprobs=old_logprobs * mask,
         item_ids=tuple(it.item_id for it in items for _ in range(g)),
     )
     st.next_sample += n
+    st.next_group += len(items)
     return batch
 
 
@@ -134,8 +152,10 @@ def train_on_batch(policy: GRUPolicy, ref: GRUPolicy | None, opt: torch.optim.Op
 def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoResult:
     check_demo_config(cfg)
     torch.manual_seed(cfg.seed)
-    st = DemoState(rng=random.Random(cfg.seed), gen=torch.Generator().manual_seed(cfg.seed))
     task = ToyDocQA()
+    items, pools = build_pools(task, cfg)
+    sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed)
+    st = DemoState(gen=torch.Generator().manual_seed(cfg.seed), items=items, sampler=sampler)
     policy = GRUPolicy(task.vocab_size, cfg.model.tiny.hidden_size)
     ref = copy.deepcopy(policy).eval() if cfg.rl.kl_coef > 0 else None
     o = cfg.rl.optim
@@ -145,15 +165,17 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoRes
     history: list[dict[str, float | str]] = []
     bar = tqdm(total=total, desc="demo RL", unit="step", disable=not progress)
     with open(metrics_path, "a", encoding="utf-8") as sink:
-        for stage in cfg.curriculum.stages:
-            log.info("stage %s: prompts of (%d, %d] tokens, %d steps", stage.name, stage.min_input_tokens,
-                     stage.max_input_tokens, stage.steps)
+        for k, stage in enumerate(cfg.curriculum.stages):
+            sampler.set_stage(k)
+            log.info("stage %s: prompts of (%d, %d] tokens, %d steps, retrospective share %.2f", stage.name,
+                     stage.min_input_tokens, stage.max_input_tokens, stage.steps, stage.retrospective.share)
             for _ in range(stage.steps or 0):
                 t0 = time.perf_counter()
                 st.round_correct.clear()
+                st.step = len(history) + 1
                 ds = cfg.rl.dynamic_sampling
                 batch, ds_stats = collect_groups(
-                    lambda _r: generate_round(policy, task, cfg, stage, st), target_groups=cfg.rl.train_batch_size,
+                    lambda _r: generate_round(policy, cfg, stage, st), target_groups=cfg.rl.train_batch_size,
                     group_size=cfg.rl.group_size, max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
                 )
                 m = train_on_batch(policy, ref, opt, batch, cfg)
@@ -162,13 +184,15 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoRes
                        "reward_mean": float(batch.rewards.mean()),
                        "response_len_mean": float(batch.response_lengths.float().mean()),
                        "truncated_frac": float(batch.truncated.float().mean()),
-                       "step_s": time.perf_counter() - t0} | m | ds_stats.as_metrics()
+                       "retro_rows": sum(i.startswith(f"toy-{k}-") is False for i in batch.item_ids),
+                       "step_s": time.perf_counter() - t0} | m | ds_stats.as_metrics() | sampler.metrics()
                 history.append(row)
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
                 bar.update(1)
                 bar.set_postfix(stage=stage.name, acc=f"{row['accuracy']:.2f}")
     bar.close()
+    sampler.ledger.to_csv(run_dir / "difficulty_ledger.csv")
     plot_path = plot_history(history, run_dir / "demo_curve.png")
     window = max(1, min(5, len(history) // 4))
     acc = [float(h["accuracy"]) for h in history]

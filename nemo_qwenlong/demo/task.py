@@ -30,14 +30,14 @@ class ToyDocQA:
     def vocab_size(self) -> int:
         return FIRST_CONTENT + self.num_content
 
-    def sample(self, rng: random.Random, min_prompt: int, max_prompt: int, index: int) -> ToyItem:
+    def sample(self, rng: random.Random, min_prompt: int, max_prompt: int, item_id: str) -> ToyItem:
         """An item whose prompt length lies in (min_prompt, max_prompt] (the stage's band)."""
         low = max(min_prompt + 1, 3)
         if low > max_prompt:
             raise ValueError(f"no prompt length fits ({min_prompt}, {max_prompt}]: prompts need >= 3 tokens")
         doc = [rng.randrange(FIRST_CONTENT, self.vocab_size) for _ in range(rng.randint(low, max_prompt) - 2)]
         ask = rng.choice((ASK_FIRST, ASK_LAST))
-        return ToyItem(f"toy-{index}", doc + [SEP, ask], doc[0] if ask == ASK_FIRST else doc[-1])
+        return ToyItem(item_id, doc + [SEP, ask], doc[0] if ask == ASK_FIRST else doc[-1])
 
 
 def is_correct(response: list[int], answer: int) -> bool:

@@ -18,7 +18,7 @@ def test_toy_items_fit_the_stage_band() -> None:
 
     task, rng = ToyDocQA(), random.Random(0)
     for i in range(200):
-        item = task.sample(rng, 32, 128, i)
+        item = task.sample(rng, 32, 128, f"t{i}")
         assert 32 < len(item.prompt) <= 128
         assert item.answer in (item.prompt[0], item.prompt[-3])
     assert is_correct([item.answer, EOS], item.answer) and not is_correct([], item.answer)
@@ -50,6 +50,17 @@ def test_cli_demo_writes_run_dir(cli_exe: str, repo_root: Path, tmp_path: Path) 
     assert (run_dir / "config.yaml").read_text().startswith("name: tiny-cpu")
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
     assert (run_dir / "demo_curve.png").stat().st_size > 1000
+    assert (run_dir / "difficulty_ledger.csv").read_text().startswith("item_id,count,total,mean,difficulty")
+
+
+def test_stage_two_mixes_in_hard_items_from_stage_one(tmp_path: Path) -> None:
+    cfg = load_config(TINY, ["curriculum.stages.0.steps=3", "curriculum.stages.1.steps=6"])
+    run_demo(cfg, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    stage1, stage2 = rows[:3], rows[3:]
+    assert all(r["retro_rows"] == 0 and r["sampler/retro_candidates"] == 0 for r in stage1)
+    assert all(r["sampler/retro_candidates"] > 0 for r in stage2)  # stage-1 items observed in the ledger
+    assert sum(r["retro_rows"] for r in stage2) > 0  # and some reached the training batches
 
 
 def test_cli_demo_exhaustion_is_a_clear_error(cli_exe: str, repo_root: Path, tmp_path: Path) -> None:
