@@ -250,9 +250,10 @@ def load_eval(
     """An evaluation set from a local JSON/JSONL file, read with `datasets` (offline)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from datasets import load_dataset
+    import datasets
 
-    rows = load_dataset("json", data_files=str(path), split="train")
+    datasets.disable_progress_bars()
+    rows = datasets.load_dataset("json", data_files=str(path), split="train")
     parse = {"docmath": _docmath_row, "frames": _frames_row, "longbench": _longbench_row(name)}[layout]
     return _validated((dict(r) for r in rows), str(path), parse, skip_invalid)
 

@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from nemo_qwenlong.config import load_config
 from nemo_qwenlong.demo.loop import run_demo
 from nemo_qwenlong.demo.task import EOS, ToyDocQA, is_correct
@@ -24,6 +26,7 @@ def test_toy_items_fit_the_stage_band() -> None:
     assert is_correct([item.answer, EOS], item.answer) and not is_correct([], item.answer)
 
 
+@pytest.mark.slow
 def test_policy_learns_the_toy_task(tmp_path: Path) -> None:
     cfg = load_config(TINY, ["curriculum.stages.0.steps=22", "curriculum.stages.1.steps=1"])
     result = run_demo(cfg, tmp_path, progress=False)

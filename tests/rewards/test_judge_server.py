@@ -16,6 +16,8 @@ from nemo_qwenlong.rewards.hybrid import HybridReward, JudgeUnavailableError, Re
 from nemo_qwenlong.rewards.judge import JudgeClient, JudgeRequest
 from tests.fixtures.vllm_server import VLLMServer, free_port
 
+pytestmark = pytest.mark.slow  # one real vLLM server start (~30-60 s) for the module
+
 
 def _client(server_url: str, tmp_path: Path, **overrides) -> JudgeClient:
     settings = dict(base_url=server_url, model="judge", timeout_s=60, max_retries=3,
