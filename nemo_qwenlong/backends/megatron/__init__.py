@@ -1,0 +1,1 @@
+"""megatron-core policy backend. Imports megatron-core; nothing outside `backends` imports this eagerly."""

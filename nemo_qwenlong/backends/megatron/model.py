@@ -1,0 +1,59 @@
+"""Build a megatron-core GPTModel for a Qwen2 checkpoint from its HF `config.json`.
+
+GQA, QKV bias, SwiGLU, RMSNorm, RoPE (base from the config), tied or untied embeddings. Layer spec:
+Transformer Engine on GPUs (`transformer_impl: transformer_engine`), megatron-core's local torch
+spec on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nemo_qwenlong.backends.megatron import cpu_compat
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel: int = 1, context_parallel: int = 1,
+                       sequence_parallel: bool = False, dtype: str = "float32"):
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    heads = hf["num_attention_heads"]
+    params_dtype = DTYPES[dtype]
+    return TransformerConfig(
+        num_layers=hf["num_hidden_layers"], hidden_size=hf["hidden_size"], ffn_hidden_size=hf["intermediate_size"],
+        num_attention_heads=heads, num_query_groups=hf.get("num_key_value_heads", heads),
+        kv_channels=hf.get("head_dim") or hf["hidden_size"] // heads,
+        normalization="RMSNorm", layernorm_epsilon=hf.get("rms_norm_eps", 1e-6),
+        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False, add_qkv_bias=True,
+        hidden_dropout=0.0, attention_dropout=0.0,
+        tensor_model_parallel_size=tensor_parallel, pipeline_model_parallel_size=pipeline_parallel,
+        context_parallel_size=context_parallel, sequence_parallel=sequence_parallel,
+        params_dtype=params_dtype, bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16,
+        use_cpu_initialization=not torch.cuda.is_available(),
+    )
+
+
+def rope_theta(hf: dict) -> float:
+    """RoPE base from either transformers layout (4.x top-level `rope_theta`, 5.x `rope_parameters`)."""
+    params = hf.get("rope_parameters") or {}
+    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def build_gpt_model(hf: dict, *, transformer_impl: str = "local", **parallel):
+    """A GPTModel with the checkpoint's geometry (random weights; load them with qwen2_mapping)."""
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    cpu_compat.apply()
+    cfg = transformer_config(hf, **parallel)
+    if transformer_impl == "transformer_engine":
+        spec = specs.get_gpt_layer_with_transformer_engine_spec()
+    else:
+        spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    return GPTModel(
+        cfg, spec, vocab_size=hf["vocab_size"], max_sequence_length=hf.get("max_position_embeddings", 32768),
+        position_embedding_type="rope", rotary_base=int(rope_theta(hf)),
+        share_embeddings_and_output_weights=bool(hf.get("tie_word_embeddings", False)),
+    )

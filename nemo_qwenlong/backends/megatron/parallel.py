@@ -1,0 +1,37 @@
+"""Process groups: torch.distributed (gloo on CPU, nccl on GPU) and megatron's model-parallel state."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from nemo_qwenlong.backends.megatron import cpu_compat
+
+
+def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, context_parallel: int = 1,
+                  backend: str | None = None, seed: int = 1234) -> None:
+    """Initialise torch.distributed from the torchrun environment (or a single local process) and megatron."""
+    cpu_compat.apply()
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29511")
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    from megatron.core import parallel_state as ps
+
+    if not ps.model_parallel_is_initialized():
+        ps.initialize_model_parallel(tensor_model_parallel_size=tensor_parallel,
+                                     pipeline_model_parallel_size=pipeline_parallel,
+                                     context_parallel_size=context_parallel)
+    cpu_compat.seed_model_parallel(seed)
+
+
+def destroy_parallel() -> None:
+    from megatron.core import parallel_state as ps
+
+    ps.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
