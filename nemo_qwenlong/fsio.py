@@ -35,3 +35,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def atomic_write_parquet(records: list[dict], target: str | os.PathLike) -> Path:
+    """Rows as a parquet file, written atomically (pyarrow is imported only when this is called)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(records), buffer)
+    return atomic_write_bytes(target, buffer.getvalue().to_pybytes())

@@ -45,11 +45,12 @@ def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:
     return (r - loo_mean).reshape(-1)
 
 
-AdvantageFn = Callable[..., Tensor]
+# name -> fn(rewards, group_size, eps, std_normalize); every estimator takes the same arguments.
+AdvantageFn = Callable[[Tensor, int, float, bool], Tensor]
 
 ESTIMATORS: dict[str, AdvantageFn] = {
-    "grpo": grpo_advantages,
-    "rloo": rloo_advantages,
+    "grpo": lambda r, g, eps, std_normalize: grpo_advantages(r, g, eps=eps, std_normalize=std_normalize),
+    "rloo": lambda r, g, eps, std_normalize: rloo_advantages(r, g),
 }
 
 
@@ -59,6 +60,4 @@ def compute_advantages(
     """Dispatch by estimator name (config `rl.advantage_estimator`)."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {name!r}; accepted: {', '.join(sorted(ESTIMATORS))}")
-    if name == "grpo":
-        return grpo_advantages(rewards, group_size, eps=eps, std_normalize=std_normalize)
-    return ESTIMATORS[name](rewards, group_size)
+    return ESTIMATORS[name](rewards, group_size, eps, std_normalize)

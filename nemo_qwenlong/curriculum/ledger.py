@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nemo_qwenlong.fsio import atomic_write_text
+from nemo_qwenlong.fsio import atomic_write_parquet, atomic_write_text
 
 
 @dataclass
@@ -74,11 +74,4 @@ class DifficultyLedger:
         return atomic_write_text(path, buf.getvalue())
 
     def to_parquet(self, path: str | Path, zero_reward_difficulty: float = 100.0) -> Path:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(pa.Table.from_pylist(self.rows(zero_reward_difficulty)), tmp)
-        tmp.replace(path)
-        return path
+        return atomic_write_parquet(self.rows(zero_reward_difficulty), path)

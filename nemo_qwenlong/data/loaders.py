@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from nemo_qwenlong.data.prompt import build_prompt, document_from_prompt
 from nemo_qwenlong.data.schema import DataValidationError, DocQAItem, LoadReport, RowError
+from nemo_qwenlong.fsio import atomic_write_parquet
 from nemo_qwenlong.rewards.extract import question_from_prompt
-from nemo_qwenlong.rewards.hybrid import route
+from nemo_qwenlong.rewards.routing import route
 
 EvalLayout = Literal["docmath", "frames", "longbench"]
 RowParser = Callable[[dict[str, Any], int, str], DocQAItem]
@@ -59,6 +60,8 @@ def _validated(rows: Iterable[dict[str, Any]], path: str, parse: RowParser, skip
     for i, row in enumerate(rows):
         report.rows += 1
         try:
+            if isinstance(row, _Bad):  # a line the reader could not parse
+                raise row
             if not isinstance(row, dict):
                 raise _Bad("(row)", f"expected an object, got {type(row).__name__}")
             item = parse(row, i, path)
@@ -122,9 +125,6 @@ def load_docqa_parquet(path: str | Path, *, skip_invalid: bool = False) -> tuple
 
 def write_docqa_parquet(items: Iterable[DocQAItem], path: str | Path, *, ability: dict[str, str] | None = None) -> Path:
     """Write items in the DocQA-RL-1.6K layout (atomically: temp file + rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     ability = ability or {"qa": "doc-qa", "math": "doc-math", "choice": "doc-mc"}
     records = [
         {"data_source": it.data_source, "prompt": [dict(m) for m in it.messages], "ability": ability[it.kind],
@@ -133,12 +133,7 @@ def write_docqa_parquet(items: Iterable[DocQAItem], path: str | Path, *, ability
                         "answers": list(it.answers or (it.ground_truth,))}}
         for i, it in enumerate(items)
     ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(records), tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_parquet(records, path)
 
 
 # --- plain JSONL ------------------------------------------------------------------------------------
@@ -170,6 +165,7 @@ def _jsonl_row(row: dict[str, Any], i: int, path: str) -> DocQAItem:
 
 
 def _read_jsonl(path: Path) -> list[Any]:
+    """Parsed lines; a line that is not JSON becomes a `_Bad` row, reported with its row number."""
     rows: list[Any] = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh):
@@ -178,29 +174,12 @@ def _read_jsonl(path: Path) -> list[Any]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                rows.append(_Unparsable(f"not valid JSON ({exc.msg}, line {n + 1})"))
+                rows.append(_Bad("(row)", f"not valid JSON ({exc.msg}, line {n + 1})"))
     return rows
 
 
-class _Unparsable(dict):
-    """Stands in for a line that is not JSON, so it is reported with its row number."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-
-def _guard_unparsable(parse: RowParser) -> RowParser:
-    def wrapped(row: dict[str, Any], i: int, path: str) -> DocQAItem:
-        if isinstance(row, _Unparsable):
-            raise _Bad("(row)", row.reason)
-        return parse(row, i, path)
-
-    return wrapped
-
-
 def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> tuple[list[DocQAItem], LoadReport]:
-    return _validated(_read_jsonl(Path(path)), str(path), _guard_unparsable(_jsonl_row), skip_invalid)
+    return _validated(_read_jsonl(Path(path)), str(path), _jsonl_row, skip_invalid)
 
 
 # --- evaluation layouts (via the `datasets` library, local files only) ----------------------------

@@ -26,6 +26,7 @@ from nemo_qwenlong.algorithms import (
 from nemo_qwenlong.algorithms.losses import merge_micro_metrics
 from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
 from nemo_qwenlong.config import ConfigError, RunConfig
+from nemo_qwenlong.config.pipeline import StageConfig
 from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
 from nemo_qwenlong.demo.policy import GRUPolicy
 from nemo_qwenlong.demo.task import ToyDocQA, ToyItem, is_correct
@@ -179,12 +180,12 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoRes
                     group_size=cfg.rl.group_size, max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
                 )
                 m = train_on_batch(policy, ref, opt, batch, cfg)
-                row = {"step": len(history) + 1, "stage": stage.name,
+                row = {"step": st.step, "stage": stage.name,
                        "accuracy": sum(st.round_correct) / len(st.round_correct),
                        "reward_mean": float(batch.rewards.mean()),
                        "response_len_mean": float(batch.response_lengths.float().mean()),
                        "truncated_frac": float(batch.truncated.float().mean()),
-                       "retro_rows": sum(i.startswith(f"toy-{k}-") is False for i in batch.item_ids),
+                       "retro_rows": sum(not i.startswith(f"toy-{k}-") for i in batch.item_ids),
                        "step_s": time.perf_counter() - t0} | m | ds_stats.as_metrics() | sampler.metrics()
                 history.append(row)
                 sink.write(json.dumps(row) + "\n")

@@ -45,13 +45,10 @@ def answer_region(response: str | None, *, require_think: bool) -> str | None:
 
 def extract_qa_answer(text: str | None) -> str | None:
     """The text after the last 'the answer is' (any case), without markdown stars and end periods."""
-    if not text:
+    tails = qa_phrase_tails(text)
+    if not tails:
         return None
-    text = strip_special_tokens(text.replace("*", ""))
-    matches = list(_QA_PHRASE.finditer(text))
-    if not matches:
-        return None
-    answer = text[matches[-1].end():].strip().strip(".").strip()
+    answer = tails[0].strip().strip(".").strip()
     return answer or None
 
 

@@ -20,39 +20,13 @@ from typing import Literal
 from nemo_qwenlong.config.pipeline import RewardConfig
 from nemo_qwenlong.rewards.extract import answer_region, extract_choice, extract_qa_answer
 from nemo_qwenlong.rewards.judge import JudgeClient, JudgeCounters, JudgeRequest
+from nemo_qwenlong.rewards.routing import Kind, route
 from nemo_qwenlong.rewards.rule import choice_match, docmath_match, extract_math_answer, sub_exact_match
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["qa", "math", "choice"]
-# Substring of `data_source` -> scorer, in match order (the released router matches substrings too).
-ROUTES: tuple[tuple[str, Kind], ...] = (
-    ("long_toc_choices", "choice"),
-    ("choice", "choice"),
-    ("docmath", "math"),
-    ("math", "math"),
-    ("multihoprag", "qa"),
-    ("musique", "qa"),
-    ("hotpotqa", "qa"),
-    ("2wikimqa", "qa"),
-    ("narrativeqa", "qa"),
-    ("qasper", "qa"),
-    ("frames", "qa"),
-    ("qa", "qa"),  # e.g. the released test split's `qa_test`, which the released router rejects
-)
-
-
 class JudgeUnavailableError(RuntimeError):
     """Too many judge calls of one batch failed (reward.judge.max_failure_rate)."""
-
-
-def route(data_source: str) -> Kind:
-    for needle, kind in ROUTES:
-        if needle in data_source:
-            return kind
-    raise ValueError(
-        f"unknown data_source {data_source!r}: it must contain one of {', '.join(n for n, _ in ROUTES)}"
-    )
 
 
 @dataclass(frozen=True)

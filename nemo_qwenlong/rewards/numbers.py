@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 SCALE_WORDS = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
-_MINUS = "-−–"
 _NUMBER = re.compile(
     r"""
     (?P<neg>[-−–])?\s*
@@ -52,7 +51,7 @@ def parse_number(text: str | None) -> float | None:
     mantissa, caret = match.group("mantissa"), match.group("caret")
     if caret is not None:
         if mantissa != "10" or match.group("pow") is not None:
-            return None  # "2^10" is not a number we can read (the released eval() computes XOR)
+            return None  # "2^10" is not a number we read (the released scorer turns it into 8, bitwise XOR)
         value = 10.0 ** int(caret.strip().lstrip("^").strip())
     else:
         value = float(mantissa.replace(",", ""))
