@@ -19,6 +19,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_loss.py
 	$(BIN)/python benchmarks/bench_rewards.py
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_logprobs.py
+	$(BIN)/python benchmarks/bench_train_step.py
 
 clean:
 	rm -rf runs .pytest_cache nemo_qwenlong.egg-info

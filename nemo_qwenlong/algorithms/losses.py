@@ -53,15 +53,20 @@ def aggregate(
     level: Literal["token", "sequence"],
     num_global_tokens: float | Tensor | None,
     num_global_sequences: float | Tensor | None,
+    row_lengths: Tensor | None = None,
 ) -> Tensor:
-    """Reduce a per-token loss with the caller's global denominator (see module docstring)."""
+    """Reduce a per-token loss with the caller's global denominator (see module docstring).
+
+    `row_lengths` ([N], sequence level only) replaces the per-row valid-token count taken from `mask`
+    when the rows are split across ranks (context parallelism holds part of each row).
+    """
     m = mask.to(per_token.dtype)
     if level == "token":
         denom = _positive("num_global_tokens", num_global_tokens)
         return (per_token * m).sum() / denom
     if level == "sequence":
         denom = _positive("num_global_sequences", num_global_sequences)
-        lengths = m.sum(dim=1)
+        lengths = m.sum(dim=1) if row_lengths is None else row_lengths.to(m)
         per_seq = (per_token * m).sum(dim=1) / lengths.clamp(min=1.0)
         return per_seq.sum() / denom
     raise ValueError(f"unknown loss level {level!r}; accepted: token, sequence")
@@ -92,6 +97,7 @@ def policy_loss(
     kl_estimator: Literal["k1", "k3"] = "k3",
     entropy: Tensor | None = None,  # [N, T] token entropy, needed only when entropy_coef > 0
     entropy_coef: float = 0.0,
+    row_lengths: Tensor | None = None,  # [N] full valid lengths when rows are split over ranks (see aggregate)
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped policy-gradient loss for one micro-batch; returns (scalar float32 loss, metrics)."""
     if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
@@ -126,7 +132,8 @@ def policy_loss(
             raise ValueError("entropy_coef > 0 needs the token entropy")
         per_token = per_token - entropy_coef * entropy.float()
     loss = aggregate(
-        per_token, mask, level=level, num_global_tokens=num_global_tokens, num_global_sequences=num_global_sequences
+        per_token, mask, level=level, num_global_tokens=num_global_tokens,
+        num_global_sequences=num_global_sequences, row_lengths=row_lengths,
     )
     metrics = _metrics(ratio, log_ratio, adv, mask, clip_low, clip_high, dual_active, kl, entropy)
     return loss, metrics

@@ -101,6 +101,11 @@ class ParallelismConfig(Section):
             raise ValueError(f"parallelism.fp8='{self.fp8}' needs parallelism.transformer_impl='transformer_engine'")
         if self.sequence_parallel and self.tensor_parallel == 1:
             raise ValueError("parallelism.sequence_parallel=true needs parallelism.tensor_parallel > 1")
+        if self.sequence_parallel and not te:
+            raise ValueError(
+                "parallelism.sequence_parallel=true needs parallelism.transformer_impl='transformer_engine' "
+                "(megatron-core's local-spec norm rejects sequence parallel)"
+            )
         return self
 
 

@@ -15,12 +15,34 @@ from nemo_qwenlong.backends.megatron import cpu_compat
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
+
+
 def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel: int = 1, context_parallel: int = 1,
-                       sequence_parallel: bool = False, dtype: str = "float32"):
+                       sequence_parallel: bool = False, dtype: str = "float32", fp8: str | None = None,
+                       recompute: str = "none", cp_comm_type: str = "p2p"):
+    """megatron-core TransformerConfig for a Qwen2 HF config plus the run's layout and GPU features.
+
+    `fp8` names a Transformer Engine recipe (hybrid format: E4M3 forward, E5M2 gradients);
+    `recompute` is none / selective (core attention) / full (every layer, uniform);
+    `calculate_per_token_loss` keeps Megatron's DDP from dividing gradients by the data-parallel
+    size, because our loss is already normalised by the global token count (algorithms.losses).
+    """
     from megatron.core.transformer.transformer_config import TransformerConfig
 
+    if fp8 is not None and fp8 not in FP8_RECIPES:
+        raise ValueError(f"fp8 recipe {fp8!r} is not one of {FP8_RECIPES}")
     heads = hf["num_attention_heads"]
     params_dtype = DTYPES[dtype]
+    gpu_features = {}
+    if fp8:
+        gpu_features.update(fp8="hybrid", fp8_recipe=fp8)
+    if recompute == "selective":
+        gpu_features.update(recompute_granularity="selective")
+    elif recompute == "full":
+        gpu_features.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    if context_parallel > 1:
+        gpu_features.update(cp_comm_type=cp_comm_type)
     return TransformerConfig(
         num_layers=hf["num_hidden_layers"], hidden_size=hf["hidden_size"], ffn_hidden_size=hf["intermediate_size"],
         num_attention_heads=heads, num_query_groups=hf.get("num_key_value_heads", heads),
@@ -31,7 +53,8 @@ def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel:
         tensor_model_parallel_size=tensor_parallel, pipeline_model_parallel_size=pipeline_parallel,
         context_parallel_size=context_parallel, sequence_parallel=sequence_parallel,
         params_dtype=params_dtype, bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16,
-        use_cpu_initialization=not torch.cuda.is_available(),
+        use_cpu_initialization=not torch.cuda.is_available(), calculate_per_token_loss=True,
+        **gpu_features,
     )
 
 

@@ -8,6 +8,7 @@ Transformer-Engine-spec names, where the norms are fused into the following line
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -78,26 +79,33 @@ def hf_to_megatron(hf: dict[str, Tensor], shape: Qwen2Shape) -> dict[str, Tensor
 
 def megatron_to_hf(mg: dict[str, Tensor], shape: Qwen2Shape) -> dict[str, Tensor]:
     """Inverse of `hf_to_megatron` (accepts local-spec or TE-spec norm names)."""
-    mg = {_local_name(k): v for k, v in mg.items() if not k.endswith("_extra_state")}
-    out = {"model.embed_tokens.weight": mg["embedding.word_embeddings.weight"],
-           "model.norm.weight": mg["decoder.final_layernorm.weight"]}
-    out["lm_head.weight"] = mg["embedding.word_embeddings.weight"] if shape.tie_word_embeddings else mg["output_layer.weight"]
+    mg = {local_spec_name(k): v for k, v in mg.items() if not k.endswith("_extra_state")}
+    return dict(iter_megatron_to_hf(mg.__getitem__, shape))
+
+
+def iter_megatron_to_hf(get: Callable[[str], Tensor], shape: Qwen2Shape) -> Iterator[tuple[str, Tensor]]:
+    """(HF name, full tensor) pairs, embeddings first, then layer by layer; `get(local-spec name)` is
+    called once per Megatron tensor, when it is needed, so a caller can gather or read lazily."""
+    embed = get("embedding.word_embeddings.weight")
+    yield "model.embed_tokens.weight", embed
     for i in range(shape.num_layers):
         h, m = f"model.layers.{i}.", f"decoder.layers.{i}."
         att = h + "self_attn."
-        out[h + "input_layernorm.weight"] = mg[m + "input_layernorm.weight"]
-        out[h + "post_attention_layernorm.weight"] = mg[m + "pre_mlp_layernorm.weight"]
+        yield h + "input_layernorm.weight", get(m + "input_layernorm.weight")
+        yield h + "post_attention_layernorm.weight", get(m + "pre_mlp_layernorm.weight")
         for suffix in ("weight", "bias"):
-            q, k, v = split_qkv(mg[m + f"self_attention.linear_qkv.{suffix}"], shape)
-            out[att + f"q_proj.{suffix}"], out[att + f"k_proj.{suffix}"], out[att + f"v_proj.{suffix}"] = q, k, v
-        out[att + "o_proj.weight"] = mg[m + "self_attention.linear_proj.weight"]
-        gate, up = torch.chunk(mg[m + "mlp.linear_fc1.weight"], 2, dim=0)
-        out[h + "mlp.gate_proj.weight"], out[h + "mlp.up_proj.weight"] = gate, up
-        out[h + "mlp.down_proj.weight"] = mg[m + "mlp.linear_fc2.weight"]
-    return out
+            q, k, v = split_qkv(get(m + f"self_attention.linear_qkv.{suffix}"), shape)
+            yield from ((att + f"{p}_proj.{suffix}", t) for p, t in zip("qkv", (q, k, v)))
+        yield att + "o_proj.weight", get(m + "self_attention.linear_proj.weight")
+        gate, up = torch.chunk(get(m + "mlp.linear_fc1.weight"), 2, dim=0)
+        yield h + "mlp.gate_proj.weight", gate
+        yield h + "mlp.up_proj.weight", up
+        yield h + "mlp.down_proj.weight", get(m + "mlp.linear_fc2.weight")
+    yield "model.norm.weight", get("decoder.final_layernorm.weight")
+    yield "lm_head.weight", embed if shape.tie_word_embeddings else get("output_layer.weight")
 
 
-def _local_name(name: str) -> str:
+def local_spec_name(name: str) -> str:
     for local, te in TE_NORM_NAMES.items():
         if name.endswith(te):
             return name[: -len(te)] + local

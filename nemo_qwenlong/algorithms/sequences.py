@@ -1,0 +1,107 @@
+"""Prompt + response rows as model inputs ("sequence layout"), and back. Pure torch.
+
+A batch row i is the sequence prompt[:P_i] ++ response[:R_i], right-padded to a common length S
+(rounded up to `multiple`: 2·CP for context parallelism, TP with sequence parallelism, 16 for FP8;
+see `padding_multiple`). Position t's logits predict token t+1, so response token j of row i is
+scored at position P_i − 1 + j. Per-token training inputs (mask, old log-probs, ...) are moved into
+the sequence layout with `to_sequence_layout`, so the loss is computed where the logits are, and a
+sequence-split (context-parallel) loss is a plain sum over ranks.
+
+Context parallelism splits S into 2·CP chunks and gives rank r the chunks r and 2·CP−1−r
+(megatron-core's load-balanced "zigzag" split for causal attention): `cp_split` / `cp_merge`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    tokens: Tensor  # [B, S] int64, right-padded with PAD
+    position_ids: Tensor  # [B, S] int64, 0.. per row
+    targets: Tensor  # [B, S] int64, next token (PAD past each row's end)
+    response_slots: Tensor  # [B, R] int64, position scoring response token j (clamped; use the mask)
+    response_mask: Tensor  # [B, R] bool
+    lengths: Tensor  # [B] int64, P_i + R_i
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+
+def padding_multiple(*, context_parallel: int = 1, tensor_parallel: int = 1, sequence_parallel: bool = False,
+                     fp8: bool = False) -> int:
+    """Smallest S multiple that every enabled feature accepts (lcm of their requirements)."""
+    import math
+
+    need = [2 * context_parallel if context_parallel > 1 else 1]
+    if sequence_parallel:
+        need.append(tensor_parallel * (2 * context_parallel if context_parallel > 1 else 1))
+    if fp8:
+        need.append(16 * (2 * context_parallel if context_parallel > 1 else 1))
+    return math.lcm(*need)
+
+
+def join_rows(prompt_ids: Tensor, prompt_lengths: Tensor, response_ids: Tensor, response_mask: Tensor,
+              *, multiple: int = 1) -> SequenceLayout:
+    """Concatenate each row's valid prompt and response tokens (see the module docstring)."""
+    b, r = response_ids.shape
+    resp_len = response_mask.sum(dim=1)
+    lengths = prompt_lengths + resp_len
+    width = max(int(lengths.max()) if b else 1, 1)
+    width = -(-width // multiple) * multiple
+    col = torch.arange(width).unsqueeze(0)
+    tokens = torch.full((b, width), PAD, dtype=torch.int64)
+    in_prompt = col < prompt_lengths.unsqueeze(1)
+    q = min(prompt_ids.shape[1], width)
+    tokens[:, :q] = torch.where(in_prompt[:, :q], prompt_ids[:, :q], PAD)
+    resp_cols = prompt_lengths.unsqueeze(1) + torch.arange(r).unsqueeze(0)  # [B, R]
+    valid = response_mask & (resp_cols < width)
+    rows = torch.arange(b).unsqueeze(1).expand(b, r)
+    tokens[rows[valid], resp_cols[valid]] = response_ids[valid]
+    targets = torch.full_like(tokens, PAD)
+    targets[:, :-1] = tokens[:, 1:]
+    targets = torch.where(col + 1 < lengths.unsqueeze(1), targets, PAD)
+    slots = (resp_cols - 1).clamp(0, width - 1)
+    return SequenceLayout(tokens, col.expand(b, width).clone(), targets, slots, response_mask.clone(), lengths)
+
+
+def to_sequence_layout(values: Tensor, layout: SequenceLayout, fill: float = 0) -> Tensor:
+    """[B, R] response-layout values -> [B, S] at their scoring positions (`fill` elsewhere)."""
+    out = torch.full((values.shape[0], layout.seq_len), fill, dtype=values.dtype, device=values.device)
+    kept = torch.where(layout.response_mask, values, torch.as_tensor(fill, dtype=values.dtype))
+    out.scatter_(1, layout.response_slots, kept)  # masked slots never coincide with valid ones
+    return out
+
+
+def to_response_layout(values: Tensor, layout: SequenceLayout, fill: float = 0) -> Tensor:
+    """[B, S] sequence-layout values -> [B, R] (`fill` where the response mask is False). Differentiable."""
+    picked = values.gather(1, layout.response_slots.to(values.device))
+    return torch.where(layout.response_mask.to(values.device), picked, torch.as_tensor(fill, dtype=values.dtype))
+
+
+def cp_split(values: Tensor, rank: int, size: int, dim: int = 1) -> Tensor:
+    """This context-parallel rank's chunks r and 2·size−1−r of `values` along `dim`."""
+    if size == 1:
+        return values
+    if values.shape[dim] % (2 * size):
+        raise ValueError(f"sequence length {values.shape[dim]} is not a multiple of 2·context_parallel={2 * size}")
+    chunks = values.chunk(2 * size, dim=dim)
+    return torch.cat([chunks[rank], chunks[2 * size - 1 - rank]], dim=dim)
+
+
+def cp_merge(parts: list[Tensor], dim: int = 1) -> Tensor:
+    """Inverse of `cp_split` over every rank's part, in rank order."""
+    size = len(parts)
+    if size == 1:
+        return parts[0]
+    chunks: list[Tensor | None] = [None] * (2 * size)
+    for rank, part in enumerate(parts):
+        chunks[rank], chunks[2 * size - 1 - rank] = part.chunk(2, dim=dim)
+    return torch.cat(chunks, dim=dim)  # type: ignore[arg-type]

@@ -1,0 +1,181 @@
+"""Policy checkpoints through megatron-core `dist_checkpointing` (torch_dist), saved atomically.
+
+Layout (Megatron's, which NeMo's Megatron-Bridge also reads and writes):
+
+    <root>/latest_checkpointed_iteration.txt      step of the newest complete checkpoint
+    <root>/iter_0000010/                          torch_dist shards (.metadata, __*_*.distcp, metadata.json)
+    <root>/iter_0000010/nql_manifest.json         step, config hash, parallel layout, optimiser step, HF config
+
+A save writes everything into `<root>/.tmp-iter_NNNNNNN/` and renames it into place only when every
+rank has finished, then updates the pointer file atomically, so a save that dies half-way leaves the
+previous checkpoint and pointer untouched (the stale temp folder is removed by the next save).
+Shards are keyed by global tensor and offset, so a checkpoint saved at one TP/DP layout loads at
+another (resharding); the optimiser's Adam moments are sharded like their parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nemo_qwenlong.fsio import atomic_write_text
+
+LATEST = "latest_checkpointed_iteration.txt"
+MANIFEST = "nql_manifest.json"
+FORMAT = "torch_dist"
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that is missing, incomplete, or not ours."""
+
+
+def iter_dirname(step: int) -> str:
+    return f"iter_{step:07d}"
+
+
+def latest_step(root: str | Path) -> int | None:
+    """Step named by the pointer file if that checkpoint is complete, else the newest complete one."""
+    root = Path(root)
+    pointer = root / LATEST
+    if pointer.is_file():
+        text = pointer.read_text().strip()
+        if text.isdigit() and (root / iter_dirname(int(text)) / MANIFEST).is_file():
+            return int(text)
+    steps = [int(p.name[5:]) for p in root.glob("iter_*") if p.name[5:].isdigit() and (p / MANIFEST).is_file()]
+    return max(steps, default=None)
+
+
+def read_manifest(root: str | Path, step: int) -> dict[str, Any]:
+    path = Path(root) / iter_dirname(step) / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} is not a complete checkpoint (no {MANIFEST})")
+    return json.loads(path.read_text())
+
+
+def _rank0() -> bool:
+    return dist.get_rank() == 0
+
+
+def _layout(policy) -> dict[str, int]:  # noqa: ANN001
+    from megatron.core import parallel_state as ps
+
+    return {"tensor_parallel": policy.tp_size, "pipeline_parallel": 1, "context_parallel": policy.cp_size,
+            "data_parallel": ps.get_data_parallel_world_size()}
+
+
+def _sharded_state(policy, *, loading: bool) -> dict[str, Any]:  # noqa: ANN001
+    """{"model": ShardedTensors, "optimizer": ShardedTensors of the Adam moments}."""
+    from megatron.core.dist_checkpointing.optimizer import (
+        get_param_id_to_sharded_param_map,
+        make_sharded_optimizer_tensor,
+    )
+
+    model_sd = policy.module.sharded_state_dict()
+    opt = policy.optimizer
+    if hasattr(opt, "megatron"):  # GPU distributed optimizer: megatron-core shards its own state
+        return {"model": model_sd, "optimizer": opt.megatron.sharded_state_dict(model_sd, is_loading=loading)}
+    id_map = get_param_id_to_sharded_param_map(model_sd, opt.params)
+    moments = opt.state_tensors()
+    optim_sd: dict[str, Any] = {}
+    for i, param in enumerate(opt.params):
+        for key in ("exp_avg", "exp_avg_sq"):
+            tensor = moments[i].get(key)
+            if tensor is None:
+                if not loading:
+                    continue  # before the first step there is no state to save
+                tensor = torch.zeros_like(param, dtype=torch.float32)
+            optim_sd[f"{key}.{i}"] = make_sharded_optimizer_tensor(id_map[i], tensor, prefix=f"optimizer.state.{key}")
+    return {"model": model_sd, "optimizer": optim_sd}
+
+
+def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, keep_last: int | None = None,  # noqa: ANN001
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Save model + optimiser at `step` (collective: every rank calls it). Returns the final folder."""
+    from megatron.core import dist_checkpointing
+
+    root = Path(root)
+    final, tmp = root / iter_dirname(step), root / f".tmp-{iter_dirname(step)}"
+    if _rank0():
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-iter_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    started = time.perf_counter()
+    state = _sharded_state(policy, loading=False)
+    has_optimizer_state = bool(state["optimizer"])
+    dist_checkpointing.save(state, str(tmp))
+    dist.barrier()
+    if _rank0():
+        manifest = {"format": FORMAT, "step": step, "config_hash": config_hash, "layout": _layout(policy),
+                    "optimizer": {"kind": type(policy.optimizer).__name__, "step_count": policy.optimizer.step_count,
+                                  "has_state": has_optimizer_state},
+                    "hf_config": policy.hf_config, "saved_unix_time": time.time(), **(extra or {})}
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        if final.exists():  # re-saving a step: the old copy goes only once the new one is complete
+            shutil.rmtree(final)
+        tmp.rename(final)
+        atomic_write_text(root / LATEST, str(step))
+        if keep_last:
+            _prune(root, keep_last)
+        log.info("checkpoint %s saved in %.1f s", final, time.perf_counter() - started)
+    dist.barrier()
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    steps = sorted(int(p.name[5:]) for p in root.glob("iter_*") if p.name[5:].isdigit() and (p / MANIFEST).is_file())
+    for old in steps[:-keep_last]:
+        shutil.rmtree(root / iter_dirname(old), ignore_errors=True)
+
+
+def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_optimizer: bool = True,  # noqa: ANN001
+                    config_hash: str | None = None) -> dict[str, Any]:
+    """Load `step` (default: the latest complete one) into the policy at its current layout."""
+    from megatron.core import dist_checkpointing
+
+    root = Path(root)
+    step = latest_step(root) if step is None else step
+    if step is None:
+        raise CheckpointError(f"no complete checkpoint under {root} (looked for {LATEST} and iter_*/{MANIFEST})")
+    manifest = read_manifest(root, step)
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{root / iter_dirname(step)}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if config_hash is not None and manifest.get("config_hash") != config_hash:
+        log.warning("resuming %s saved with config %s under config %s", iter_dirname(step),
+                    manifest.get("config_hash"), config_hash)
+    state = _sharded_state(policy, loading=True)
+    if not (load_optimizer and manifest["optimizer"]["has_state"]):
+        state.pop("optimizer")
+    loaded = dist_checkpointing.load(state, str(root / iter_dirname(step)))
+    missing, unexpected = policy.module.load_state_dict(loaded["model"], strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise CheckpointError(f"{iter_dirname(step)} does not fit the model: missing {missing[:5]}, "
+                              f"unexpected {list(unexpected)[:5]}")
+    policy.optimizer.weights_loaded()
+    if "optimizer" in loaded:
+        _restore_optimizer(policy.optimizer, loaded["optimizer"], manifest["optimizer"]["step_count"])
+    else:
+        policy.optimizer.step_count = manifest["optimizer"]["step_count"]
+    return manifest
+
+
+def _restore_optimizer(opt, loaded: dict[str, Any], step_count: int) -> None:  # noqa: ANN001
+    if hasattr(opt, "megatron"):
+        opt.megatron.load_state_dict(loaded)
+        opt.step_count = step_count
+        return
+    tensors: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in loaded.items():
+        key, index = name.rsplit(".", 1)
+        tensors.setdefault(int(index), {})[key] = tensor
+    opt.set_state_tensors(tensors, step_count)

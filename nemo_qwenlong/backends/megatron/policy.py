@@ -1,0 +1,288 @@
+"""The Megatron policy the RL and SFT loops drive: log-probs, train steps, lifecycle, refit export.
+
+One optimiser step (`train_step` / `sft_step`) over a batch of rows held by this data-parallel rank:
+1. rows are grouped into micro-batches by a token budget (`algorithms.packing`);
+2. the loss denominator — valid response tokens (or non-empty rows) over *every* micro-batch on
+   *every* data-parallel rank — is all-reduced once and passed to each micro-batch's loss
+   (`algorithms.losses`), so the gradient does not depend on how rows are split;
+3. each micro-batch: rows joined into the sequence layout (`algorithms.sequences`), this
+   context-parallel rank's part of it, forward, chunked vocab-parallel log-probs
+   (`algorithms.logprobs`), loss, backward (gradients accumulate);
+4. the optimiser sums gradients over DP×CP, clips, sets the scheduled LR and updates (`optim`).
+
+Pipeline parallelism is not supported by this policy (the recipes use TP×CP×DP; design.md §5);
+`pipeline_parallel > 1` is refused with that message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from nemo_qwenlong.algorithms.batch import RolloutBatch
+from nemo_qwenlong.algorithms.logprobs import token_logprobs
+from nemo_qwenlong.algorithms.losses import count_sequences, count_tokens, merge_micro_metrics, policy_loss
+from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
+from nemo_qwenlong.algorithms.sequences import (
+    SequenceLayout,
+    cp_merge,
+    cp_split,
+    join_rows,
+    padding_multiple,
+    to_response_layout,
+    to_sequence_layout,
+)
+from nemo_qwenlong.backends.megatron import cpu_compat
+from nemo_qwenlong.backends.megatron.model import build_gpt_model
+from nemo_qwenlong.backends.megatron.qwen2_mapping import (
+    Qwen2Shape,
+    hf_to_megatron,
+    iter_megatron_to_hf,
+    local_spec_name,
+    shard_for_tp,
+    unshard_tp,
+)
+from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig, RLConfig
+
+
+@dataclass(frozen=True)
+class SFTBatch:
+    """Rows of prompt + target response; the loss is the mean NLL of the response tokens."""
+
+    prompt_ids: Tensor  # [N, P] int64
+    prompt_lengths: Tensor  # [N] int64
+    response_ids: Tensor  # [N, R] int64
+    response_mask: Tensor  # [N, R] bool
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+    @property
+    def response_lengths(self) -> Tensor:
+        return self.response_mask.sum(dim=1)
+
+    def select(self, index: list[int]) -> "SFTBatch":
+        i = torch.as_tensor(index, dtype=torch.int64)
+        return SFTBatch(*(t.index_select(0, i) for t in (self.prompt_ids, self.prompt_lengths,
+                                                         self.response_ids, self.response_mask)))
+
+
+Rows = RolloutBatch | SFTBatch
+
+
+class MegatronPolicy:
+    """A Qwen2 GPTModel on this rank (after `parallel.init_parallel`), with its optimiser."""
+
+    def __init__(self, hf_config: dict, parallel: ParallelismConfig, optim: OptimConfig, *, dtype: str = "bfloat16",
+                 micro_batch_tokens: int = 80_000, logprob_chunk_tokens: int = 4096, temperature: float = 1.0,
+                 total_steps: int | None = None) -> None:
+        from megatron.core import parallel_state as ps
+
+        if parallel.pipeline_parallel > 1:
+            raise ValueError(f"parallelism.pipeline_parallel={parallel.pipeline_parallel}: the Megatron policy "
+                             "supports TP×CP×DP only (pipeline_parallel must be 1)")
+        self.hf_config, self.parallel, self.dtype = hf_config, parallel, dtype
+        self.micro_batch_tokens, self.chunk, self.temperature = micro_batch_tokens, logprob_chunk_tokens, temperature
+        self.shape = Qwen2Shape.from_hf_config(hf_config)
+        self.tp_group = ps.get_tensor_model_parallel_group()
+        self.tp_rank, self.tp_size = ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size()
+        self.cp_rank, self.cp_size = ps.get_context_parallel_rank(), ps.get_context_parallel_world_size()
+        self.dp_group = ps.get_data_parallel_group()  # rows differ across these ranks
+        self.grad_group = ps.get_data_parallel_group(with_context_parallel=True)  # gradients summed here
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        module = build_gpt_model(
+            hf_config, transformer_impl=parallel.transformer_impl, tensor_parallel=parallel.tensor_parallel,
+            context_parallel=parallel.context_parallel, sequence_parallel=parallel.sequence_parallel, dtype=dtype,
+            fp8=parallel.fp8, recompute=parallel.recompute, cp_comm_type=parallel.cp_comm_type,
+        ).to(self.device)
+        if parallel.distributed_optimizer and torch.cuda.is_available():
+            from nemo_qwenlong.backends.megatron.optim import MegatronDistributedAdam
+
+            self.optimizer = MegatronDistributedAdam(module, optim, total_steps=total_steps, bf16=dtype == "bfloat16")
+            self.model = self.optimizer.model
+        else:
+            from nemo_qwenlong.backends.megatron.optim import LocalAdamW
+
+            self.optimizer = LocalAdamW(module, optim, total_steps=total_steps, grad_group=self.grad_group,
+                                        tp_group=self.tp_group)
+            self.model = module
+        self.module = module
+        self.multiple = padding_multiple(context_parallel=self.cp_size, tensor_parallel=self.tp_size,
+                                         sequence_parallel=parallel.sequence_parallel, fp8=parallel.fp8 is not None)
+        self.mode: Literal["training", "generation"] = "training"
+
+    @classmethod
+    def from_run_config(cls, cfg: Any, hf_config: dict, *, phase: Literal["rl", "sft"] = "rl",
+                        total_steps: int | None = None) -> "MegatronPolicy":
+        """The policy a `RunConfig` describes: layout, dtype, the phase's optimiser and micro-batch
+        budget; RL log-probs at the rollout temperature (the sampling distribution)."""
+        section = cfg.rl if phase == "rl" else cfg.sft
+        return cls(hf_config, cfg.parallelism, section.optim, dtype=cfg.model.dtype,
+                   micro_batch_tokens=section.micro_batch_tokens, logprob_chunk_tokens=cfg.rl.logprob_chunk_tokens,
+                   temperature=cfg.rollout.temperature if phase == "rl" and cfg.rollout.temperature > 0 else 1.0,
+                   total_steps=total_steps)
+
+    # ---- weights -------------------------------------------------------------------------------
+    def load_hf_state_dict(self, hf: dict[str, Tensor]) -> None:
+        """Load full HF-named tensors (every rank passes the same dict; each keeps its shards)."""
+        full = hf_to_megatron(hf, self.shape)
+        names = {local_spec_name(k): k for k in self.module.state_dict() if not k.endswith("_extra_state")}
+        missing = sorted(set(names) - set(full))
+        if missing:
+            raise KeyError(f"the HF state dict lacks the tensors for {missing[:5]} ({len(missing)} in all)")
+        shards = {names[n]: shard_for_tp(n, full[n], self.tp_rank, self.tp_size, self.shape) for n in names}
+        self.module.load_state_dict(shards, strict=False)
+        self.optimizer.weights_loaded()
+
+    def local_state(self) -> dict[str, Tensor]:
+        """This rank's tensors under local-spec names (TE norm names translated)."""
+        return {local_spec_name(k): v.detach() for k, v in self.module.state_dict().items()
+                if not k.endswith("_extra_state")}
+
+    def full_megatron_tensor(self, name: str, local: dict[str, Tensor]) -> Tensor:
+        """One full Megatron tensor, gathered over the tensor-parallel group."""
+        shard = local[name].contiguous()
+        if self.tp_size == 1:
+            return shard
+        parts = [torch.empty_like(shard) for _ in range(self.tp_size)]
+        dist.all_gather(parts, shard, group=self.tp_group)
+        return unshard_tp(name, parts, self.shape)
+
+    @torch.no_grad()
+    def state_dict_for_refit(self) -> Iterator[tuple[str, Tensor]]:
+        """HF-named full tensors, one at a time (every rank of a TP group must iterate together)."""
+        local = self.local_state()
+        yield from iter_megatron_to_hf(lambda name: self.full_megatron_tensor(name, local), self.shape)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def prepare_for_generation(self) -> None:
+        """Before rollouts: eval mode, gradients freed; on GPU optimiser state goes to host memory."""
+        self.model.eval()
+        self.optimizer.zero_grad()
+        if self.device.type == "cuda":
+            self.optimizer.move_state("cpu")
+            torch.cuda.empty_cache()
+        self.mode = "generation"
+
+    def prepare_for_training(self) -> None:
+        if self.device.type == "cuda":
+            self.optimizer.move_state(self.device)
+        self.model.train()
+        self.mode = "training"
+
+    # ---- forward -------------------------------------------------------------------------------
+    def _layout(self, rows: Rows) -> SequenceLayout:
+        return join_rows(rows.prompt_ids, rows.prompt_lengths, rows.response_ids, rows.response_mask,
+                         multiple=self.multiple)
+
+    def _split(self, t: Tensor) -> Tensor:
+        return cp_split(t, self.cp_rank, self.cp_size).to(self.device)
+
+    def _sequence_logprobs(self, layout: SequenceLayout, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+        """[B, S/CP] log-probs (and entropy) of each position's next token on this CP rank."""
+        tokens, positions, targets = (self._split(t) for t in (layout.tokens, layout.position_ids, layout.targets))
+        mask = cpu_compat.causal_mask(tokens.shape[1], self.device) if self.parallel.transformer_impl == "local" else None
+        logits = self.model(tokens, positions, mask)  # [B, S/CP, V/TP]
+        return token_logprobs(logits, targets, group=self.tp_group, vocab_start=self.tp_rank * logits.shape[-1],
+                              chunk_size=self.chunk, temperature=self.temperature, with_entropy=with_entropy)
+
+    @torch.no_grad()
+    def compute_logprobs(self, rows: Rows) -> Tensor:
+        """[N, R] float32 response-token log-probs (0 on padding), micro-batched; for old/ref log-probs."""
+        out = torch.zeros(rows.response_ids.shape, dtype=torch.float32)
+        for idx in self._micro_batches(rows):
+            mb = rows.select(idx)
+            layout = self._layout(mb)
+            lp, _ = self._sequence_logprobs(layout, with_entropy=False)
+            out[idx] = to_response_layout(self._cp_gather(lp).cpu(), layout)
+        return out
+
+    def _cp_gather(self, local: Tensor) -> Tensor:
+        if self.cp_size == 1:
+            return local
+        from megatron.core import parallel_state as ps
+
+        parts = [torch.empty_like(local) for _ in range(self.cp_size)]
+        dist.all_gather(parts, local.contiguous(), group=ps.get_context_parallel_group())
+        return cp_merge(parts)
+
+    def _micro_batches(self, rows: Rows) -> list[list[int]]:
+        lengths = (rows.prompt_lengths + rows.response_lengths).tolist()
+        return micro_batches_by_tokens(lengths, self.micro_batch_tokens)
+
+    # ---- train ---------------------------------------------------------------------------------
+    def _dp_sum(self, value: float) -> float:
+        """`value` summed over the data-parallel group (float64, exact for counts)."""
+        if dist.get_world_size(self.dp_group) == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device="cpu" if dist.get_backend() == "gloo" else self.device)
+        dist.all_reduce(t, group=self.dp_group)
+        return float(t.item())
+
+    def _global_count(self, value: int) -> int:
+        return int(self._dp_sum(value))
+
+    def accumulate_gradients(self, rows: Rows, loss_fn: Any, count: int) -> list[dict[str, float]]:
+        """Forward/backward every micro-batch of `rows` with the global denominator `count`."""
+        if self.mode != "training":
+            raise RuntimeError("train step while the policy is prepared for generation: call prepare_for_training()")
+        metrics = []
+        for idx in self._micro_batches(rows):
+            mb = rows.select(idx)
+            layout = self._layout(mb)
+            loss, m = loss_fn(mb, layout, count)
+            loss.backward()
+            metrics.append(m | {"loss": float(loss.detach())})
+        return metrics
+
+    def _finish(self, metrics: list[dict[str, float]]) -> dict[str, float]:
+        """Optimiser step; metrics are this rank's micro-batches merged, except `loss`, which is the
+        step's loss summed over data-parallel ranks (each rank's part is already globally normalised)."""
+        out = merge_micro_metrics(metrics)
+        out = out | {"loss": self._dp_sum(out.get("loss", 0.0))} | self.optimizer.step()
+        self.optimizer.zero_grad()
+        return out
+
+    def rl_loss(self, rl: RLConfig):
+        """Loss callable for `accumulate_gradients` from the RL settings (DAPO/GRPO, spec §4.3)."""
+        def loss(mb: RolloutBatch, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
+            for field in ("old_logprobs", "advantages"):
+                if getattr(mb, field) is None:
+                    raise ValueError(f"RolloutBatch.{field} is required for the RL loss")
+            with_entropy = rl.entropy_coef > 0
+            lp, ent = self._sequence_logprobs(layout, with_entropy=with_entropy)
+            seq = lambda t, fill=0.0: self._split(to_sequence_layout(t, layout, fill))  # noqa: E731
+            ref = seq(mb.ref_logprobs) if rl.kl_coef > 0 else None
+            return policy_loss(
+                lp, seq(mb.old_logprobs), mb.advantages.to(self.device), seq(mb.response_mask, False),
+                clip_low=rl.clip_low, clip_high=rl.clip_high, level=rl.loss_level, dual_clip=rl.dual_clip,
+                num_global_tokens=count, num_global_sequences=count, ref_logprobs=ref, kl_coef=rl.kl_coef,
+                kl_estimator=rl.kl_estimator, entropy=ent, entropy_coef=rl.entropy_coef,
+                row_lengths=mb.response_lengths.to(self.device),
+            )
+        return loss
+
+    def rl_count(self, rows: RolloutBatch, rl: RLConfig) -> int:
+        local = count_tokens(rows.response_mask) if rl.loss_level == "token" else count_sequences(rows.response_mask)
+        return self._global_count(local)
+
+    def train_step(self, batch: RolloutBatch, rl: RLConfig) -> dict[str, float]:
+        """One optimiser step of the RL loss over this rank's rows; returns merged metrics + lr, grad_norm."""
+        metrics = self.accumulate_gradients(batch, self.rl_loss(rl), self.rl_count(batch, rl))
+        return self._finish(metrics)
+
+    def sft_loss(self, mb: SFTBatch, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
+        lp, _ = self._sequence_logprobs(layout, with_entropy=False)
+        mask = self._split(to_sequence_layout(mb.response_mask, layout, False))
+        return -(lp * mask).sum() / count, {"num_tokens": float(mask.sum())}
+
+    def sft_step(self, batch: SFTBatch) -> dict[str, float]:
+        """One optimiser step of the SFT loss: response-token NLL over the global token count."""
+        count = self._global_count(count_tokens(batch.response_mask))
+        return self._finish(self.accumulate_gradients(batch, self.sft_loss, count))
