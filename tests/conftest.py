@@ -46,3 +46,20 @@ def clean_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny HF Qwen2 folders (tied and untied; sharded safetensors with an index), built offline once."""
+    from nemo_qwenlong.backends.hf.tiny import build_tiny_qwen2
+    from nemo_qwenlong.config.training import TinyArch
+
+    out = {}
+    for tied in (False, True):
+        folder = tmp_path_factory.mktemp("tied" if tied else "untied")
+        model = build_tiny_qwen2(folder, TinyArch(tie_word_embeddings=tied), seed=3 + tied)
+        for f in folder.glob("*.safetensors"):
+            f.unlink()
+        model.save_pretrained(folder, max_shard_size="150KB")  # several shards + index
+        out["tied" if tied else "untied"] = folder
+    return out

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from nemo_qwenlong import __version__
-from nemo_qwenlong.cli import config_cmd, data_cmd, demo_cmd
+from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, demo_cmd
 from nemo_qwenlong.config import ConfigError
 
-SUBCOMMANDS = (config_cmd, data_cmd, demo_cmd)
+SUBCOMMANDS = (config_cmd, convert_cmd, data_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

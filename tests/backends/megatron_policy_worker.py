@@ -254,12 +254,51 @@ def phase_c(out: Path, weights: dict, moments: dict, report: dict) -> None:
                             "dirs": sorted(p.name for p in (out / "ckpt").iterdir())}
 
 
+def converted_parity(conv: Path, tp: int) -> dict:
+    """Converter output (made at TP=2 before this launch) loaded into a policy at `tp`: log-probs vs
+    transformers on the original HF folder."""
+    from megatron.core import parallel_state as ps
+    from transformers import Qwen2ForCausalLM
+
+    from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+    from nemo_qwenlong.backends.megatron.parallel import init_parallel
+    from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
+    from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig
+
+    out = {}
+    for kind in ("untied", "tied"):
+        manifest = json.loads((conv / kind / "mg" / "iter_0000000" / ckpt.MANIFEST).read_text())
+        if ps.model_parallel_is_initialized():
+            ps.destroy_model_parallel()
+        init_parallel(tensor_parallel=tp)
+        par = ParallelismConfig(tensor_parallel=tp, transformer_impl="local", distributed_optimizer=False,
+                                recompute="none", dist_backend="gloo")
+        policy = MegatronPolicy(manifest["hf_config"], par, OptimConfig(), dtype="float32", temperature=1.0)
+        ckpt.load_checkpoint(policy, conv / kind / "mg")
+        batch = make_batch(n=4, seed=21)
+        lp = policy.compute_logprobs(batch)
+        hf = Qwen2ForCausalLM.from_pretrained(conv / kind / "hf").float().eval()
+        from nemo_qwenlong.algorithms.sequences import join_rows, to_response_layout
+
+        layout = join_rows(batch.prompt_ids, batch.prompt_lengths, batch.response_ids, batch.response_mask)
+        with torch.no_grad():
+            logsm = torch.log_softmax(hf(input_ids=layout.tokens).logits.float(), dim=-1)
+        ref = to_response_layout(logsm.gather(-1, layout.targets.unsqueeze(-1)).squeeze(-1), layout)
+        out[kind] = float((lp - ref).abs().max())
+    return out
+
+
 def main() -> None:
     out = Path(sys.argv[1])
+    conv = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     report: dict = {}
     weights_b, moments_b = phase_a(out, report)
     weights_a, moments_a = phase_b(out, weights_b, moments_b, report)
+    if dist.get_rank() == 0:
+        torch.save(weights_a, out / "weights_step10.pt")  # for the converter's export of iter_0000010
     phase_c(out, weights_a, moments_a, report)
+    if conv is not None:
+        report["converted"] = {"tp1": converted_parity(conv, 1), "tp2": converted_parity(conv, 2)}
     per_rank = [None, None]
     dist.all_gather_object(per_rank, report["steps"])
     report["steps"] = per_rank

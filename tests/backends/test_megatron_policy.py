@@ -17,10 +17,21 @@ WORKER = Path(__file__).with_name("megatron_policy_worker.py")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("policy")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("policy")
+
+
+@pytest.fixture(scope="module")
+def report(out_dir: Path, tiny_hf: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from nemo_qwenlong.backends.megatron.convert import hf_to_megatron_checkpoint
+
+    conv = tmp_path_factory.mktemp("converted")
+    for kind, folder in tiny_hf.items():  # converter output at TP=2, loaded by the workers at TP=1 and TP=2
+        (conv / kind).mkdir()
+        (conv / kind / "hf").symlink_to(folder)
+        hf_to_megatron_checkpoint(folder, conv / kind / "mg", tp=2)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           str(WORKER), str(out)]
+           str(WORKER), str(out_dir), str(conv)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("POLICY ")]
     assert proc.returncode == 0 and lines, (proc.stdout[-3000:], proc.stderr[-5000:])
@@ -47,7 +58,7 @@ def test_checkpoint_reshards_tp2_to_tp1_and_back_bit_exact(report: dict) -> None
     assert b["weights"] == 0.0 and b["moments"] == 0.0 and b["step"] == 10 and b["step_count"] == 13
     assert b["manifest_layout"]["tensor_parallel"] == 1 and b["manifest_layout"]["data_parallel"] == 2
     # keep_last=2 kept both; the interrupted save's temp folder was cleared by the next save
-    assert b["dirs"] == ["iter_0000003", "iter_0000010", "latest_checkpointed_iteration.txt"]
+    assert b["dirs"] == ["iter_0000003", "iter_0000010", "latest_checkpointed_iteration.txt", "latest_train_state.pt"]
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint(report: dict) -> None:
@@ -68,3 +79,26 @@ def test_train_steps_lower_the_loss_and_generation_mode_blocks_training(report: 
         assert "prepare_for_training" in per_rank["guard"]
     # the step loss is summed over data-parallel ranks, so both ranks report the same value
     assert report["steps"][0]["sft"] == report["steps"][1]["sft"]
+
+
+def test_converted_checkpoints_load_into_the_policy_at_tp1_and_tp2(report: dict) -> None:
+    for tp in ("tp1", "tp2"):
+        for kind in ("untied", "tied"):
+            assert report["converted"][tp][kind] <= 1e-5, report["converted"]  # fp32 vs transformers
+
+
+def test_a_training_checkpoint_exports_to_hf_bit_exact(report: dict, out_dir: Path, tmp_path: Path) -> None:
+    """iter_0000010 was written by megatron-core's own save (TP=1, DP=2, with optimiser state)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from nemo_qwenlong.backends.megatron.convert import megatron_to_hf_checkpoint
+
+    assert report["tp1_to_tp2"]["step"] == 10
+    megatron_to_hf_checkpoint(out_dir / "ckpt", tmp_path / "hf", dtype=None)
+    exported = {}
+    for f in (tmp_path / "hf").glob("*.safetensors"):
+        exported |= load_file(f)
+    expected = torch.load(out_dir / "weights_step10.pt", weights_only=True)
+    assert sorted(exported) == sorted(expected)
+    assert all(torch.equal(exported[k], expected[k]) for k in expected)

@@ -88,11 +88,11 @@ def test_tp_shards_reassemble_bit_exact_and_split_by_group() -> None:
         shards = [shard_for_tp(name, tensor, r, 2, shape) for r in range(2)]
         assert torch.equal(unshard_tp(name, shards, shape), tensor), name
     qkv = full["decoder.layers.0.self_attention.linear_qkv.weight"]  # 2 groups of (2 q + k + v) · 16 rows
-    assert torch.equal(shard_for_tp("x.linear_qkv.weight", qkv, 1, 2, shape), qkv[64:])  # rank 1 = group 1
+    assert torch.equal(shard_for_tp("decoder.layers.0.self_attention.linear_qkv.weight", qkv, 1, 2, shape), qkv[64:])  # rank 1 = group 1
     fc1 = full["decoder.layers.0.mlp.linear_fc1.weight"]  # [gate(96); up(96)] -> rank 0 = [gate[:48]; up[:48]]
-    assert torch.equal(shard_for_tp("x.linear_fc1.weight", fc1, 0, 2, shape), torch.cat([fc1[:48], fc1[96:144]]))
+    assert torch.equal(shard_for_tp("decoder.layers.0.mlp.linear_fc1.weight", fc1, 0, 2, shape), torch.cat([fc1[:48], fc1[96:144]]))
     with pytest.raises(ValueError, match="2 KV heads cannot be split over tensor_parallel=4"):
-        shard_for_tp("x.linear_qkv.weight", qkv, 0, 4, shape)
+        shard_for_tp("decoder.layers.0.self_attention.linear_qkv.weight", qkv, 0, 4, shape)
 
 
 def test_tp2_over_two_gloo_processes_matches_transformers() -> None:

@@ -2,9 +2,13 @@
 
 Layout (Megatron's, which NeMo's Megatron-Bridge also reads and writes):
 
-    <root>/latest_checkpointed_iteration.txt      step of the newest complete checkpoint
+    <root>/latest_checkpointed_iteration.txt      step of the newest complete checkpoint (Megatron-LM)
+    <root>/latest_train_state.pt                  the same for Megatron-Bridge
     <root>/iter_0000010/                          torch_dist shards (.metadata, __*_*.distcp, metadata.json)
     <root>/iter_0000010/nql_manifest.json         step, config hash, parallel layout, optimiser step, HF config
+    <root>/iter_0000010/run_config.yaml           the model section Megatron-Bridge rebuilds the model from
+    <root>/iter_0000010/train_state.pt            Megatron-Bridge's train state (tensors only)
+    <root>/iter_0000010/tokenizer/                HF tokenizer files (converter imports; docs/checkpoints.md)
 
 A save writes everything into `<root>/.tmp-iter_NNNNNNN/` and renames it into place only when every
 rank has finished, then updates the pointer file atomically, so a save that dies half-way leaves the
@@ -25,10 +29,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nemo_qwenlong.backends.hf.checkpoint import rope_theta
 from nemo_qwenlong.fsio import atomic_write_text
 
 LATEST = "latest_checkpointed_iteration.txt"
+LATEST_TRAIN_STATE = "latest_train_state.pt"
 MANIFEST = "nql_manifest.json"
+RUN_CONFIG = "run_config.yaml"
+TRAIN_STATE = "train_state.pt"
 FORMAT = "torch_dist"
 log = logging.getLogger(__name__)
 
@@ -115,20 +123,67 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
     dist_checkpointing.save(state, str(tmp))
     dist.barrier()
     if _rank0():
-        manifest = {"format": FORMAT, "step": step, "config_hash": config_hash, "layout": _layout(policy),
-                    "optimizer": {"kind": type(policy.optimizer).__name__, "step_count": policy.optimizer.step_count,
-                                  "has_state": has_optimizer_state},
-                    "hf_config": policy.hf_config, "saved_unix_time": time.time(), **(extra or {})}
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        optimizer = {"kind": type(policy.optimizer).__name__, "step_count": policy.optimizer.step_count,
+                     "has_state": has_optimizer_state}
+        write_iteration_files(tmp, step=step, config_hash=config_hash, layout=_layout(policy), optimizer=optimizer,
+                              hf_config=policy.hf_config, extra=extra)
         if final.exists():  # re-saving a step: the old copy goes only once the new one is complete
             shutil.rmtree(final)
         tmp.rename(final)
-        atomic_write_text(root / LATEST, str(step))
+        write_pointers(root, step)
         if keep_last:
             _prune(root, keep_last)
         log.info("checkpoint %s saved in %.1f s", final, time.perf_counter() - started)
     dist.barrier()
     return final
+
+
+def write_iteration_files(iter_dir: Path, *, step: int, config_hash: str, layout: dict[str, int],
+                          optimizer: dict[str, Any], hf_config: dict, extra: dict[str, Any] | None = None) -> None:
+    """Beside the shards: our manifest and the Megatron-Bridge `run_config.yaml` (model section)."""
+    manifest = {"format": FORMAT, "step": step, "config_hash": config_hash, "layout": layout, "optimizer": optimizer,
+                "hf_config": hf_config, "saved_unix_time": time.time(), **(extra or {})}
+    atomic_write_text(iter_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    atomic_write_text(iter_dir / RUN_CONFIG, bridge_run_config(hf_config, layout))
+    torch.save(_train_state(step), iter_dir / TRAIN_STATE)
+
+
+def write_pointers(root: Path, step: int) -> None:
+    """Megatron-LM's and Megatron-Bridge's "latest" pointers, each written atomically."""
+    atomic_write_text(root / LATEST, str(step))
+    tmp = root / f".{LATEST_TRAIN_STATE}.tmp"
+    torch.save(_train_state(step), tmp)
+    tmp.replace(root / LATEST_TRAIN_STATE)
+
+
+def _train_state(step: int) -> dict[str, torch.Tensor]:
+    """Megatron-Bridge's TrainState fields (tensors only, so `torch.load(weights_only=True)` reads it)."""
+    zero = torch.tensor(0, dtype=torch.int64)
+    return {"step": torch.tensor(step, dtype=torch.int64), "consumed_train_samples": zero,
+            "skipped_train_samples": zero, "consumed_valid_samples": zero,
+            "floating_point_operations_so_far": torch.tensor(0.0, dtype=torch.float64),
+            "do_train": torch.tensor(False), "do_valid": torch.tensor(False), "do_test": torch.tensor(False)}
+
+
+def bridge_run_config(hf_config: dict, layout: dict[str, int]) -> str:
+    """run_config.yaml with the `model` section Megatron-Bridge instantiates (Qwen2ModelProvider)."""
+    import yaml
+
+    heads = hf_config["num_attention_heads"]
+    model = {
+        "_target_": "megatron.bridge.models.qwen.qwen_provider.Qwen2ModelProvider",
+        "num_layers": hf_config["num_hidden_layers"], "hidden_size": hf_config["hidden_size"],
+        "ffn_hidden_size": hf_config["intermediate_size"], "num_attention_heads": heads,
+        "num_query_groups": hf_config.get("num_key_value_heads", heads),
+        "kv_channels": hf_config.get("head_dim") or hf_config["hidden_size"] // heads,
+        "vocab_size": hf_config["vocab_size"], "seq_length": hf_config.get("max_position_embeddings", 32768),
+        "share_embeddings_and_output_weights": bool(hf_config.get("tie_word_embeddings", False)),
+        "rotary_base": float(rope_theta(hf_config)), "layernorm_epsilon": hf_config.get("rms_norm_eps", 1e-6),
+        "tensor_model_parallel_size": layout.get("tensor_parallel", 1),
+        "pipeline_model_parallel_size": layout.get("pipeline_parallel", 1),
+        "context_parallel_size": layout.get("context_parallel", 1), "make_vocab_size_divisible_by": 1,
+    }
+    return yaml.safe_dump({"model": model, "checkpoint": {"ckpt_format": FORMAT}}, sort_keys=False)
 
 
 def _prune(root: Path, keep_last: int) -> None:

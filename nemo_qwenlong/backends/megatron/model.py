@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nemo_qwenlong.backends.hf.checkpoint import rope_scaling, rope_theta
 from nemo_qwenlong.backends.megatron import cpu_compat
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,18 +59,15 @@ def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel:
     )
 
 
-def rope_theta(hf: dict) -> float:
-    """RoPE base from either transformers layout (4.x top-level `rope_theta`, 5.x `rope_parameters`)."""
-    params = hf.get("rope_parameters") or {}
-    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
-
-
 def build_gpt_model(hf: dict, *, transformer_impl: str = "local", **parallel):
     """A GPTModel with the checkpoint's geometry (random weights; load them with qwen2_mapping)."""
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     cpu_compat.apply()
+    if rope_scaling(hf):
+        raise ValueError(f"the model config carries rope scaling {rope_scaling(hf)}; training with it is not "
+                         "supported (RL at 60K+10K tokens needs none): import the checkpoint without it")
     cfg = transformer_config(hf, **parallel)
     if transformer_impl == "transformer_engine":
         spec = specs.get_gpt_layer_with_transformer_engine_spec()

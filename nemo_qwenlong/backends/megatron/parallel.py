@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -27,6 +30,22 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
                                      pipeline_model_parallel_size=pipeline_parallel,
                                      context_parallel_size=context_parallel)
     cpu_compat.seed_model_parallel(seed)
+
+
+@contextlib.contextmanager
+def single_process_group() -> Iterator[None]:
+    """A world of one gloo process for tools (converters) that call dist_checkpointing; no port is
+    used (file rendezvous). Does nothing if torch.distributed is already initialised."""
+    if dist.is_initialized():
+        yield
+        return
+    cpu_compat.apply()
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=0, world_size=1)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
 
 
 def destroy_parallel() -> None:
