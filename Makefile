@@ -22,6 +22,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_logprobs.py
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_rollout.py
 
 clean:
 	rm -rf runs .pytest_cache nemo_qwenlong.egg-info

@@ -22,6 +22,12 @@ PURE_MODULES = [
     "nemo_qwenlong.curriculum.stages",
     "nemo_qwenlong.data",
     "nemo_qwenlong.curriculum",
+    "nemo_qwenlong.algorithms.logprobs",
+    "nemo_qwenlong.algorithms.sequences",
+    "nemo_qwenlong.rollout.generator",
+    "nemo_qwenlong.rollout.refit",
+    "nemo_qwenlong.backends.hf.checkpoint",
+    "nemo_qwenlong.cli.convert_cmd",
 ]
 HEAVY = ("megatron", "vllm", "transformer_engine")
 

@@ -149,3 +149,32 @@ def pad_sequences(rows: Sequence[Sequence[int]], pad: int = PAD_ID) -> tuple[Ten
         ids[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.int64)
         mask[i, : len(row)] = True
     return ids, mask
+
+
+@dataclass(frozen=True)
+class TokenRows:
+    """Rows of prompt + response tokens only: SFT batches, log-prob probes (select() like RolloutBatch)."""
+
+    prompt_ids: Tensor  # [N, P] int64
+    prompt_lengths: Tensor  # [N] int64
+    response_ids: Tensor  # [N, R] int64
+    response_mask: Tensor  # [N, R] bool
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+    @property
+    def response_lengths(self) -> Tensor:
+        return self.response_mask.sum(dim=1)
+
+    def select(self, index: list[int]) -> "TokenRows":
+        i = torch.as_tensor(index, dtype=torch.int64)
+        return TokenRows(*(t.index_select(0, i) for t in (self.prompt_ids, self.prompt_lengths,
+                                                         self.response_ids, self.response_mask)))
+
+    @classmethod
+    def from_lists(cls, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> "TokenRows":
+        prompt_ids, _ = pad_sequences(prompts)
+        response_ids, response_mask = pad_sequences(responses)
+        return cls(prompt_ids, torch.tensor([len(p) for p in prompts], dtype=torch.int64), response_ids, response_mask)

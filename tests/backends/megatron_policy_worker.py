@@ -195,7 +195,7 @@ def phase_b(out: Path, saved_weights: dict, saved_moments: dict, report: dict) -
     from nemo_qwenlong.algorithms.losses import count_tokens
     from nemo_qwenlong.algorithms.batch import RolloutBatch
     from nemo_qwenlong.backends.megatron import checkpoint as ckpt
-    from nemo_qwenlong.backends.megatron.policy import SFTBatch
+    from nemo_qwenlong.algorithms.batch import TokenRows
 
     policy = build_policy(tp=1, seed=1)
     rank = dist.get_rank()
@@ -224,7 +224,7 @@ def phase_b(out: Path, saved_weights: dict, saved_moments: dict, report: dict) -
     report["normalisation"] = {"dp2_vs_dp1": max_diff(dp2, full), "micro_vs_one": max_diff(split, full),
                                "micro_batches": len(micro), "grad_scale": max(float(g.abs().max()) for g in full.values())}
     # a few steps on this rank's rows lower the SFT and the RL loss
-    sft = SFTBatch(half.prompt_ids, half.prompt_lengths, half.response_ids, half.response_mask)
+    sft = TokenRows(half.prompt_ids, half.prompt_lengths, half.response_ids, half.response_mask)
     sft_losses = [policy.sft_step(sft)["loss"] for _ in range(6)]
     fixed = half.replace(old_logprobs=policy.compute_logprobs(half), advantages=torch.tensor([1.0, -1.0, 1.0, -1.0]))
     rl_losses = [policy.train_step(fixed, rl)["loss"] for _ in range(6)]

@@ -17,14 +17,13 @@ Pipeline parallelism is not supported by this policy (the recipes use TP×CP×DP
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from nemo_qwenlong.algorithms.batch import RolloutBatch
+from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
 from nemo_qwenlong.algorithms.logprobs import token_logprobs
 from nemo_qwenlong.algorithms.losses import count_sequences, count_tokens, merge_micro_metrics, policy_loss
 from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
@@ -50,30 +49,7 @@ from nemo_qwenlong.backends.megatron.qwen2_mapping import (
 from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig, RLConfig
 
 
-@dataclass(frozen=True)
-class SFTBatch:
-    """Rows of prompt + target response; the loss is the mean NLL of the response tokens."""
-
-    prompt_ids: Tensor  # [N, P] int64
-    prompt_lengths: Tensor  # [N] int64
-    response_ids: Tensor  # [N, R] int64
-    response_mask: Tensor  # [N, R] bool
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.prompt_ids.shape[0])
-
-    @property
-    def response_lengths(self) -> Tensor:
-        return self.response_mask.sum(dim=1)
-
-    def select(self, index: list[int]) -> "SFTBatch":
-        i = torch.as_tensor(index, dtype=torch.int64)
-        return SFTBatch(*(t.index_select(0, i) for t in (self.prompt_ids, self.prompt_lengths,
-                                                         self.response_ids, self.response_mask)))
-
-
-Rows = RolloutBatch | SFTBatch
+Rows = RolloutBatch | TokenRows
 
 
 class MegatronPolicy:
@@ -184,22 +160,25 @@ class MegatronPolicy:
     def _split(self, t: Tensor) -> Tensor:
         return cp_split(t, self.cp_rank, self.cp_size).to(self.device)
 
-    def _sequence_logprobs(self, layout: SequenceLayout, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+    def _sequence_logprobs(self, layout: SequenceLayout, with_entropy: bool,
+                           temperature: float | None = None) -> tuple[Tensor, Tensor | None]:
         """[B, S/CP] log-probs (and entropy) of each position's next token on this CP rank."""
         tokens, positions, targets = (self._split(t) for t in (layout.tokens, layout.position_ids, layout.targets))
         mask = cpu_compat.causal_mask(tokens.shape[1], self.device) if self.parallel.transformer_impl == "local" else None
         logits = self.model(tokens, positions, mask)  # [B, S/CP, V/TP]
         return token_logprobs(logits, targets, group=self.tp_group, vocab_start=self.tp_rank * logits.shape[-1],
-                              chunk_size=self.chunk, temperature=self.temperature, with_entropy=with_entropy)
+                              chunk_size=self.chunk, temperature=temperature or self.temperature,
+                              with_entropy=with_entropy)
 
     @torch.no_grad()
-    def compute_logprobs(self, rows: Rows) -> Tensor:
-        """[N, R] float32 response-token log-probs (0 on padding), micro-batched; for old/ref log-probs."""
+    def compute_logprobs(self, rows: Rows, *, temperature: float | None = None) -> Tensor:
+        """[N, R] float32 response-token log-probs (0 on padding), micro-batched; for old/ref log-probs
+        (at the policy's temperature) and the engine agreement probe (temperature=1)."""
         out = torch.zeros(rows.response_ids.shape, dtype=torch.float32)
         for idx in self._micro_batches(rows):
             mb = rows.select(idx)
             layout = self._layout(mb)
-            lp, _ = self._sequence_logprobs(layout, with_entropy=False)
+            lp, _ = self._sequence_logprobs(layout, with_entropy=False, temperature=temperature)
             out[idx] = to_response_layout(self._cp_gather(lp).cpu(), layout)
         return out
 
@@ -277,12 +256,12 @@ class MegatronPolicy:
         metrics = self.accumulate_gradients(batch, self.rl_loss(rl), self.rl_count(batch, rl))
         return self._finish(metrics)
 
-    def sft_loss(self, mb: SFTBatch, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
+    def sft_loss(self, mb: TokenRows, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
         lp, _ = self._sequence_logprobs(layout, with_entropy=False)
         mask = self._split(to_sequence_layout(mb.response_mask, layout, False))
         return -(lp * mask).sum() / count, {"num_tokens": float(mask.sum())}
 
-    def sft_step(self, batch: SFTBatch) -> dict[str, float]:
+    def sft_step(self, batch: TokenRows) -> dict[str, float]:
         """One optimiser step of the SFT loss: response-token NLL over the global token count."""
         count = self._global_count(count_tokens(batch.response_mask))
         return self._finish(self.accumulate_gradients(batch, self.sft_loss, count))

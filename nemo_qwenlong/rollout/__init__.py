@@ -1,0 +1,1 @@
+"""Rollout generation: the Generator interface, refit bucketing and the trainer–engine agreement check."""
