@@ -32,3 +32,15 @@ def test_cli_bad_input_exits_2_with_the_reason(cli_exe: str, tiny_hf: dict, tmp_
     missing = run([cli_exe, "convert", "megatron-to-hf", "--megatron", str(tmp_path / "nope"), "--out", str(tmp_path / "y")])
     assert missing.returncode == 2 and "no complete nemo_qwenlong Megatron checkpoint" in missing.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_library_call_works_from_a_script_without_a_main_guard(tiny_hf: dict, tmp_path: Path) -> None:
+    """megatron-core's save would spawn a Manager process that re-runs an unguarded script; ours does not."""
+    script = tmp_path / "convert_me.py"
+    script.write_text(
+        "from nemo_qwenlong.backends.megatron.convert import hf_to_megatron_checkpoint\n"
+        f"print(hf_to_megatron_checkpoint({str(tiny_hf['tied'])!r}, {str(tmp_path / 'mg')!r}).line())\n"
+    )
+    out = run([sys.executable, str(script)])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("wrote") == 1 and (tmp_path / "mg" / "iter_0000000" / "nql_manifest.json").is_file()

@@ -68,6 +68,20 @@ def read_manifest(root: str | Path, step: int) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def use_in_process_write_queue() -> None:
+    """Synchronous saves only pass write results between threads of this process, but megatron-core
+    creates the queue for them with a *spawned* multiprocessing Manager
+    (dist_checkpointing/strategies/filesystem_async.py, get_write_results_queue): that starts a
+    helper process (seconds per process) and breaks any script without a `__main__` guard. We never
+    save asynchronously, so a thread-safe in-process queue is set first; megatron reuses it."""
+    import queue
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        filesystem_async._results_queue = queue.Queue()
+
+
 def _rank0() -> bool:
     return dist.get_rank() == 0
 
@@ -118,6 +132,7 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
         tmp.mkdir()
     dist.barrier()
     started = time.perf_counter()
+    use_in_process_write_queue()
     state = _sharded_state(policy, loading=False)
     has_optimizer_state = bool(state["optimizer"])
     dist_checkpointing.save(state, str(tmp))

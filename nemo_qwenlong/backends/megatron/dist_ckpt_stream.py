@@ -81,6 +81,9 @@ def save_groups(groups: Iterable[list], out_dir: Path) -> int:
     (which must exist and be empty). Returns the number of parts."""
     from megatron.core import dist_checkpointing
 
+    from nemo_qwenlong.backends.megatron.checkpoint import use_in_process_write_queue
+
+    use_in_process_write_queue()
     work = out_dir / ".parts"
     work.mkdir()
     parts = []
