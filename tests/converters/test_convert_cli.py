@@ -44,3 +44,25 @@ def test_library_call_works_from_a_script_without_a_main_guard(tiny_hf: dict, tm
     out = run([sys.executable, str(script)])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("wrote") == 1 and (tmp_path / "mg" / "iter_0000000" / "nql_manifest.json").is_file()
+
+
+def test_a_killed_conversion_leaves_no_output_and_the_next_run_cleans_up(cli_exe: str, tiny_hf: dict, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "mg"
+    proc = subprocess.Popen([cli_exe, "convert", "hf-to-megatron", "--hf", str(tiny_hf["untied"]), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".mg.partial-*/iter_0000000")):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-conversion: the partial folder exists, the output does not
+    proc.wait()
+    assert not out.exists()
+    partials = list(tmp_path.glob(".mg.partial-*"))
+    assert partials, "the kill came before the conversion started writing"
+    again = run([cli_exe, "convert", "hf-to-megatron", "--hf", str(tiny_hf["untied"]), "--out", str(out)])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "interrupted conversion" in again.stderr
+    assert (out / "iter_0000000" / "nql_manifest.json").is_file() and not list(tmp_path.glob(".mg.partial-*"))

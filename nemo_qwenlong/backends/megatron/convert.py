@@ -76,6 +76,10 @@ def staged_output(out: Path) -> Iterator[Path]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"output {out} exists and is not an empty folder; choose a new path or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed run (SIGKILL skips cleanup)
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+            log.warning("removing %s left by an interrupted conversion", stale)
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -87,6 +91,18 @@ def staged_output(out: Path) -> Iterator[Path]:
     if out.exists():
         out.rmdir()
     tmp.rename(out)
+
+
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_layout(cfg: dict, tp: int, pp: int) -> None:

@@ -36,10 +36,10 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
 def single_process_group() -> Iterator[None]:
     """A world of one gloo process for tools (converters) that call dist_checkpointing; no port is
     used (file rendezvous). Does nothing if torch.distributed is already initialised."""
+    cpu_compat.apply()  # dist_checkpointing needs it on CPU even when another library set up the group
     if dist.is_initialized():
         yield
         return
-    cpu_compat.apply()
     with tempfile.TemporaryDirectory() as tmp:
         dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=0, world_size=1)
         try:

@@ -50,8 +50,13 @@ class VLLMGenerator:
                  enable_chunked_prefill: bool = True, max_num_batched_tokens: int | None = None,
                  enforce_eager: bool = False, seed: int = 0, sleep_mode: bool = False) -> None:
         cuda = torch.cuda.is_available()
-        if not cuda:
+        # Refit hands the weight iterator to the worker directly: the engine core and its one worker
+        # must live in this process (TP=1). A TP>1 engine has worker processes and can generate,
+        # but `load_weights` refuses it (no tensor transport yet).
+        self.in_process = tensor_parallel == 1
+        if self.in_process:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         import vllm
         from vllm import LLM
@@ -72,7 +77,7 @@ class VLLMGenerator:
         if cuda:
             kwargs |= dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization,
                            enable_sleep_mode=sleep_mode)
-        else:
+        if self.in_process:
             kwargs |= dict(distributed_executor_backend="uni")
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
@@ -145,6 +150,9 @@ class VLLMGenerator:
         processing layer by layer (plain `model.load_weights` after start-up fails: the CPU backend
         has already repacked the parameters). In-process executor only: the iterator is not sent
         across processes."""
+        if not self.in_process:
+            raise NotImplementedError("weight refit into a vLLM engine with tensor_parallel > 1 (worker processes) "
+                                      "needs a tensor transport that is not implemented; use rollout.tensor_parallel=1")
         started = time.perf_counter()
         count = {"tensors": 0, "buckets": 0, "bytes": 0}
 
