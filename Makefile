@@ -11,6 +11,7 @@ setup:
 
 run: setup
 	$(BIN)/nemo-qwenlong demo --config conf/tiny-cpu.yaml
+	$(BIN)/nemo-qwenlong smoke --config conf/tiny-cpu.yaml
 
 test: setup
 	$(BIN)/python -m pytest tests

@@ -28,6 +28,7 @@ PURE_MODULES = [
     "nemo_qwenlong.rollout.refit",
     "nemo_qwenlong.backends.hf.checkpoint",
     "nemo_qwenlong.cli.convert_cmd",
+    "nemo_qwenlong.demo.llm_stack",
 ]
 HEAVY = ("megatron", "vllm", "transformer_engine")
 

@@ -20,3 +20,16 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = None)
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, args.overrides)
+
+
+def quiet_backends() -> None:
+    """Silence the start-up chatter of megatron-core, torch DCP and vLLM (absent TE/Apex, deprecations,
+    per-module INFO lines) so a command's own progress lines stay readable. Errors still show."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(megatron|torch\.distributed|vllm)")
+    logging.getLogger("megatron").setLevel(logging.ERROR)

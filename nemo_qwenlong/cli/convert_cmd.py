@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from pathlib import Path
+
+from nemo_qwenlong.cli.common import quiet_backends
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -44,10 +45,7 @@ def _run(fn, *args, **kwargs) -> int:  # noqa: ANN001
     from nemo_qwenlong.backends.hf.checkpoint import CheckpointFormatError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # megatron-core and torch DCP warn about absent TE/Apex and single-process DCP on every run: noise here
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(megatron|torch\.distributed\.checkpoint)")
-    logging.getLogger("megatron").setLevel(logging.WARNING)
-    logging.getLogger("megatron.core.dist_checkpointing").setLevel(logging.ERROR)  # "async save is deprecated"
+    quiet_backends()
     try:
         report = fn(*args, **kwargs)
     except (CheckpointFormatError, FileExistsError, ValueError, KeyError) as err:
