@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="toy RL run of the algorithm core on CPU (GRPO/DAPO, dynamic sampling, curriculum)",
         description="A real RL run of the algorithm core on a toy document-QA task with a tiny GRU policy. "
-        "It is not the LLM pipeline: the Megatron policy, vLLM rollouts and the LLM judge are separate issues.",
+        "It is not the LLM pipeline: `nemo-qwenlong smoke` runs the LLM stack (Megatron policy, vLLM rollouts, refit).",
     )
     add_config_args(parser, default="conf/tiny-cpu.yaml")
     parser.add_argument("--run-dir", help="write here instead of <runs_dir>/<name>-<timestamp>")
