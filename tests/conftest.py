@@ -50,16 +50,18 @@ def clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny HF Qwen2 folders (tied and untied; sharded safetensors with an index), built offline once."""
+    """Tiny HF Qwen2 folders (untied, tied, odd vocabulary; sharded safetensors + index), built offline once."""
     from nemo_qwenlong.backends.hf.tiny import build_tiny_qwen2
     from nemo_qwenlong.config.training import TinyArch
 
     out = {}
-    for tied in (False, True):
-        folder = tmp_path_factory.mktemp("tied" if tied else "untied")
-        model = build_tiny_qwen2(folder, TinyArch(tie_word_embeddings=tied), seed=3 + tied)
+    # "padded": an odd vocabulary (511) that TP=2 must pad to 512 rows
+    for kind, arch in (("untied", TinyArch()), ("tied", TinyArch(tie_word_embeddings=True)),
+                       ("padded", TinyArch(vocab_size=511))):
+        folder = tmp_path_factory.mktemp(kind)
+        model = build_tiny_qwen2(folder, arch, seed=3 + len(out))
         for f in folder.glob("*.safetensors"):
             f.unlink()
         model.save_pretrained(folder, max_shard_size="150KB")  # several shards + index
-        out["tied" if tied else "untied"] = folder
+        out[kind] = folder
     return out

@@ -62,7 +62,8 @@ def run_smoke(cfg: RunConfig, run_dir: Path, steps: int) -> list[dict]:
     engine = _engine(cfg, run_dir / "hf_init")
     init_parallel(tensor_parallel=cfg.parallelism.tensor_parallel, seed=cfg.seed)
     manifest = json.loads((run_dir / "megatron_init" / "iter_0000000" / ckpt.MANIFEST).read_text())
-    policy = MegatronPolicy.from_run_config(cfg, manifest["hf_config"], total_steps=steps)
+    policy = MegatronPolicy.from_run_config(cfg, manifest["hf_config"], total_steps=steps,
+                                            padded_vocab_size=manifest["padded_vocab_size"])
     ckpt.load_checkpoint(policy, run_dir / "megatron_init")
     g = torch.Generator().manual_seed(cfg.seed)
     vocab = cfg.model.tiny.vocab_size

@@ -68,3 +68,19 @@ def test_bad_arguments_are_named() -> None:
         token_logprobs(torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="temperature > 0"):
         token_logprobs(torch.randn(2, 5), torch.zeros(2, dtype=torch.int64), temperature=0.0)
+
+
+def test_vocabulary_padding_gets_no_probability() -> None:
+    # 10 real ids padded to 12 rows (for TP): the padding rows' logits must not enter the softmax
+    g = torch.Generator().manual_seed(5)
+    real = torch.randn(7, 10, generator=g)
+    padded = torch.cat([real, torch.full((7, 2), 3.0)], dim=-1).requires_grad_(True)
+    targets = torch.randint(0, 10, (7,), generator=g)
+    lp, ent = token_logprobs(padded, targets, chunk_size=3, with_entropy=True, vocab_size=10)
+    ref_lp, ref_ent = reference(real, targets, 1.0)
+    assert torch.allclose(lp.double(), ref_lp, atol=1e-6) and torch.allclose(ent.double(), ref_ent, atol=1e-5)
+    (lp.sum() + ent.sum()).backward()
+    assert torch.isfinite(padded.grad).all() and padded.grad[:, 10:].abs().max() == 0
+    # a rank whose slice [6, 12) is half padding, targets elsewhere: finite, and only the real columns count
+    lp_slice, _ = token_logprobs(padded[:, 6:].detach(), targets, vocab_start=6, vocab_size=10)
+    assert torch.isfinite(lp_slice).all()

@@ -266,14 +266,15 @@ def converted_parity(conv: Path, tp: int) -> dict:
     from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig
 
     out = {}
-    for kind in ("untied", "tied"):
+    for kind in ("untied", "tied", "padded"):
         manifest = json.loads((conv / kind / "mg" / "iter_0000000" / ckpt.MANIFEST).read_text())
         if ps.model_parallel_is_initialized():
             ps.destroy_model_parallel()
         init_parallel(tensor_parallel=tp)
         par = ParallelismConfig(tensor_parallel=tp, transformer_impl="local", distributed_optimizer=False,
                                 recompute="none", dist_backend="gloo")
-        policy = MegatronPolicy(manifest["hf_config"], par, OptimConfig(), dtype="float32", temperature=1.0)
+        policy = MegatronPolicy(manifest["hf_config"], par, OptimConfig(), dtype="float32", temperature=1.0,
+                                padded_vocab_size=manifest["padded_vocab_size"])
         ckpt.load_checkpoint(policy, conv / kind / "mg")
         batch = make_batch(n=4, seed=21)
         lp = policy.compute_logprobs(batch)
@@ -285,6 +286,8 @@ def converted_parity(conv: Path, tp: int) -> dict:
             logsm = torch.log_softmax(hf(input_ids=layout.tokens).logits.float(), dim=-1)
         ref = to_response_layout(logsm.gather(-1, layout.targets.unsqueeze(-1)).squeeze(-1), layout)
         out[kind] = float((lp - ref).abs().max())
+        if kind == "padded":  # the refit stream strips the padding rows again
+            out["padded_refit_rows"] = dict(policy.state_dict_for_refit())["model.embed_tokens.weight"].shape[0]
     return out
 
 

@@ -83,8 +83,9 @@ def test_train_steps_lower_the_loss_and_generation_mode_blocks_training(report: 
 
 def test_converted_checkpoints_load_into_the_policy_at_tp1_and_tp2(report: dict) -> None:
     for tp in ("tp1", "tp2"):
-        for kind in ("untied", "tied"):
+        for kind in ("untied", "tied", "padded"):  # padded: vocabulary 511 stored as 512 rows
             assert report["converted"][tp][kind] <= 1e-5, report["converted"]  # fp32 vs transformers
+        assert report["converted"][tp]["padded_refit_rows"] == 511
 
 
 def test_a_training_checkpoint_exports_to_hf_bit_exact(report: dict, out_dir: Path, tmp_path: Path) -> None:

@@ -30,11 +30,13 @@ def leftovers(parent: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("tp", [1, 2])
-@pytest.mark.parametrize("kind", ["untied", "tied"])
+@pytest.mark.parametrize("kind", ["untied", "tied", "padded"])
 def test_round_trip_is_bit_exact(tiny_hf: dict, tmp_path: Path, kind: str, tp: int) -> None:
     src = tiny_hf[kind]
     report = hf_to_megatron_checkpoint(src, tmp_path / "mg", tp=tp)
-    assert report.tensors == (17 if kind == "untied" else 16)  # embedding, 7 per layer × 2, final norm (+ output)
+    assert report.tensors == (16 if kind == "tied" else 17)  # embedding, 7 per layer × 2, final norm (+ output)
+    manifest = json.loads((tmp_path / "mg" / "iter_0000000" / "nql_manifest.json").read_text())
+    assert manifest["padded_vocab_size"] == (512 if kind == "padded" and tp == 2 else manifest["hf_config"]["vocab_size"])
     megatron_to_hf_checkpoint(tmp_path / "mg", tmp_path / "hf", dtype=None)
     original, back = hf_tensors(src), hf_tensors(tmp_path / "hf")
     assert sorted(original) == sorted(back)  # tied: no lm_head.weight on either side

@@ -140,8 +140,9 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
     if _rank0():
         optimizer = {"kind": type(policy.optimizer).__name__, "step_count": policy.optimizer.step_count,
                      "has_state": has_optimizer_state}
+        rows = policy.shape.padded_vocab_size or policy.hf_config["vocab_size"]
         write_iteration_files(tmp, step=step, config_hash=config_hash, layout=_layout(policy), optimizer=optimizer,
-                              hf_config=policy.hf_config, extra=extra)
+                              hf_config=policy.hf_config, extra={"padded_vocab_size": rows, **(extra or {})})
         if final.exists():  # re-saving a step: the old copy goes only once the new one is complete
             shutil.rmtree(final)
         tmp.rename(final)

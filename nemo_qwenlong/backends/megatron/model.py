@@ -59,8 +59,9 @@ def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel:
     )
 
 
-def build_gpt_model(hf: dict, *, transformer_impl: str = "local", **parallel):
-    """A GPTModel with the checkpoint's geometry (random weights; load them with qwen2_mapping)."""
+def build_gpt_model(hf: dict, *, transformer_impl: str = "local", padded_vocab_size: int | None = None, **parallel):
+    """A GPTModel with the checkpoint's geometry (random weights; load them with qwen2_mapping).
+    `padded_vocab_size` gives the embedding/output rows when the vocabulary was padded for TP."""
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
@@ -74,7 +75,7 @@ def build_gpt_model(hf: dict, *, transformer_impl: str = "local", **parallel):
     else:
         spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
     return GPTModel(
-        cfg, spec, vocab_size=hf["vocab_size"], max_sequence_length=hf.get("max_position_embeddings", 32768),
+        cfg, spec, vocab_size=padded_vocab_size or hf["vocab_size"], max_sequence_length=hf.get("max_position_embeddings", 32768),
         position_embedding_type="rope", rotary_base=int(rope_theta(hf)),
         share_embeddings_and_output_weights=bool(hf.get("tie_word_embeddings", False)),
     )

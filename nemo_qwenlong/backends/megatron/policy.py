@@ -57,7 +57,7 @@ class MegatronPolicy:
 
     def __init__(self, hf_config: dict, parallel: ParallelismConfig, optim: OptimConfig, *, dtype: str = "bfloat16",
                  micro_batch_tokens: int = 80_000, logprob_chunk_tokens: int = 4096, temperature: float = 1.0,
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, padded_vocab_size: int | None = None) -> None:
         from megatron.core import parallel_state as ps
 
         if parallel.pipeline_parallel > 1:
@@ -65,7 +65,7 @@ class MegatronPolicy:
                              "supports TP×CP×DP only (pipeline_parallel must be 1)")
         self.hf_config, self.parallel, self.dtype = hf_config, parallel, dtype
         self.micro_batch_tokens, self.chunk, self.temperature = micro_batch_tokens, logprob_chunk_tokens, temperature
-        self.shape = Qwen2Shape.from_hf_config(hf_config)
+        self.shape = Qwen2Shape.from_hf_config(hf_config, padded_vocab_size=padded_vocab_size)
         self.tp_group = ps.get_tensor_model_parallel_group()
         self.tp_rank, self.tp_size = ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size()
         self.cp_rank, self.cp_size = ps.get_context_parallel_rank(), ps.get_context_parallel_world_size()
@@ -76,6 +76,7 @@ class MegatronPolicy:
             hf_config, transformer_impl=parallel.transformer_impl, tensor_parallel=parallel.tensor_parallel,
             context_parallel=parallel.context_parallel, sequence_parallel=parallel.sequence_parallel, dtype=dtype,
             fp8=parallel.fp8, recompute=parallel.recompute, cp_comm_type=parallel.cp_comm_type,
+            padded_vocab_size=padded_vocab_size,
         ).to(self.device)
         if parallel.distributed_optimizer and torch.cuda.is_available():
             from nemo_qwenlong.backends.megatron.optim import MegatronDistributedAdam
@@ -95,14 +96,14 @@ class MegatronPolicy:
 
     @classmethod
     def from_run_config(cls, cfg: Any, hf_config: dict, *, phase: Literal["rl", "sft"] = "rl",
-                        total_steps: int | None = None) -> "MegatronPolicy":
+                        total_steps: int | None = None, padded_vocab_size: int | None = None) -> "MegatronPolicy":
         """The policy a `RunConfig` describes: layout, dtype, the phase's optimiser and micro-batch
         budget; RL log-probs at the rollout temperature (the sampling distribution)."""
         section = cfg.rl if phase == "rl" else cfg.sft
         return cls(hf_config, cfg.parallelism, section.optim, dtype=cfg.model.dtype,
                    micro_batch_tokens=section.micro_batch_tokens, logprob_chunk_tokens=cfg.rl.logprob_chunk_tokens,
                    temperature=cfg.rollout.temperature if phase == "rl" and cfg.rollout.temperature > 0 else 1.0,
-                   total_steps=total_steps)
+                   total_steps=total_steps, padded_vocab_size=padded_vocab_size)
 
     # ---- weights -------------------------------------------------------------------------------
     def load_hf_state_dict(self, hf: dict[str, Tensor]) -> None:
@@ -168,7 +169,7 @@ class MegatronPolicy:
         logits = self.model(tokens, positions, mask)  # [B, S/CP, V/TP]
         return token_logprobs(logits, targets, group=self.tp_group, vocab_start=self.tp_rank * logits.shape[-1],
                               chunk_size=self.chunk, temperature=temperature or self.temperature,
-                              with_entropy=with_entropy)
+                              with_entropy=with_entropy, vocab_size=self.shape.vocab_size)
 
     @torch.no_grad()
     def compute_logprobs(self, rows: Rows, *, temperature: float | None = None) -> Tensor:
