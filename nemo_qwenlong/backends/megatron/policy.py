@@ -197,16 +197,17 @@ class MegatronPolicy:
         return micro_batches_by_tokens(lengths, self.micro_batch_tokens)
 
     # ---- train ---------------------------------------------------------------------------------
-    def _dp_sum(self, value: float) -> float:
-        """`value` summed over the data-parallel group (float64, exact for counts)."""
-        if dist.get_world_size(self.dp_group) == 1:
+    def _sum(self, value: float, group: dist.ProcessGroup) -> float:
+        """`value` summed over `group` (float64, exact for counts)."""
+        if dist.get_world_size(group) == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device="cpu" if dist.get_backend() == "gloo" else self.device)
-        dist.all_reduce(t, group=self.dp_group)
+        dist.all_reduce(t, group=group)
         return float(t.item())
 
     def _global_count(self, value: int) -> int:
-        return int(self._dp_sum(value))
+        """Over data-parallel ranks only: context-parallel ranks hold parts of the same rows."""
+        return int(self._sum(value, self.dp_group))
 
     def accumulate_gradients(self, rows: Rows, loss_fn: Any, count: int) -> list[dict[str, float]]:
         """Forward/backward every micro-batch of `rows` with the global denominator `count`."""
@@ -223,9 +224,9 @@ class MegatronPolicy:
 
     def _finish(self, metrics: list[dict[str, float]]) -> dict[str, float]:
         """Optimiser step; metrics are this rank's micro-batches merged, except `loss`, which is the
-        step's loss summed over data-parallel ranks (each rank's part is already globally normalised)."""
+        step's loss summed over DP×CP ranks (each rank's part is already globally normalised)."""
         out = merge_micro_metrics(metrics)
-        out = out | {"loss": self._dp_sum(out.get("loss", 0.0))} | self.optimizer.step()
+        out = out | {"loss": self._sum(out.get("loss", 0.0), self.grad_group)} | self.optimizer.step()
         self.optimizer.zero_grad()
         return out
 
