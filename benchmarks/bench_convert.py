@@ -35,20 +35,18 @@ print("RESULT " + json.dumps({"seconds": report.seconds, "peak_rss_mb": report.p
 def synth_hf(folder: Path, layers: int, hidden: int, ffn: int, heads: int, kv: int, vocab: int, shard_bytes: int) -> int:
     import torch
 
-    from nemo_qwenlong.backends.hf.checkpoint import ShardedSafetensorsWriter, expected_hf_shapes
+    from nemo_qwenlong.backends.hf.checkpoint import expected_hf_shapes, write_sharded_safetensors
 
     cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": hidden,
            "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
            "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 32768,
            "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
     folder.mkdir(parents=True)
-    writer = ShardedSafetensorsWriter(folder, shard_bytes)
     g = torch.Generator().manual_seed(0)
-    for name, shape in expected_hf_shapes(cfg).items():
-        writer.add(name, (torch.randn(shape, generator=g) * 0.02).bfloat16())
-    writer.finish()
+    _, total = write_sharded_safetensors(((name, (torch.randn(shape, generator=g) * 0.02).bfloat16())
+                                          for name, shape in expected_hf_shapes(cfg).items()), folder, shard_bytes)
     (folder / "config.json").write_text(json.dumps(cfg))
-    return writer.total
+    return total
 
 
 def run_child(direction: str, src: Path, dst: Path) -> dict:

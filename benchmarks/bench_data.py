@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +24,13 @@ from nemo_qwenlong.data.loaders import load_eval
 from nemo_qwenlong.data.prompt import prompt_lengths
 from nemo_qwenlong.data.synth import synth_items
 
+from process_memory import peak_rss_mb  # benchmarks/process_memory.py
+
 ROOT = Path(__file__).resolve().parents[1]
 LEVAL = ROOT.parent / "shared" / "data" / "leval" / "leval_first_q_per_doc_longbench_format.jsonl"
 OUT = ROOT / "benchmarks" / "out"
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_tokenizer(texts: list[str], out_dir: Path):
@@ -50,7 +49,7 @@ def measure(name: str, items, tokenizer) -> dict:
     return {"set": name, "items": len(items), "seconds": round(elapsed, 2), "items_per_s": round(len(items) / elapsed, 1),
             "tokens_per_s": round(sum(values) / elapsed), "mean_tokens": round(sum(values) / len(values)),
             "max_tokens": values[-1], "per_stage": {s.name: len(s.item_ids) for s in splits},
-            "filtered_overlong": len(unplaced([i.item_id for i in items], lengths, stages)), "peak_rss_mb": round(peak_mb())}
+            "filtered_overlong": len(unplaced([i.item_id for i in items], lengths, stages)), "peak_rss_mb": round(peak_rss_mb())}
 
 
 def main() -> None:

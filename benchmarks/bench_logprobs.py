@@ -12,18 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from process_memory import peak_rss_mb, rss_mb  # benchmarks/process_memory.py
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) / 1024 for ln in fh if ln.startswith("VmRSS:"))
 
 
 def run_one(method: str, length: int, vocab: int, chunk: int, hidden: int) -> dict:
@@ -36,7 +34,7 @@ def run_one(method: str, length: int, vocab: int, chunk: int, hidden: int) -> di
     w = (torch.randn(vocab, hidden) / hidden**0.5).bfloat16()
     targets = torch.randint(0, vocab, (length,))
     logits = (h @ w.T).requires_grad_(True)  # [S, V] bf16, shared by both methods
-    base = _rss_mb()
+    base = rss_mb()
     t0 = time.perf_counter()
     if method == "naive":
         logsm = torch.log_softmax(logits.float(), dim=-1)
@@ -46,7 +44,7 @@ def run_one(method: str, length: int, vocab: int, chunk: int, hidden: int) -> di
         lp, ent = token_logprobs(logits, targets, chunk_size=chunk, with_entropy=True)
     (lp.sum() + 0.01 * ent.sum()).backward()
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {"method": method, "tokens": length, "vocab": vocab, "chunk": chunk if method == "chunked" else None,
             "seconds": round(elapsed, 3), "tokens_per_s": round(length / elapsed, 1),
             "logits_mb": round(logits.numel() * 2 / 2**20, 1), "peak_over_inputs_mb": round(peak - base, 1)}

@@ -9,22 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from process_memory import peak_rss_mb, rss_mb  # benchmarks/process_memory.py
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_one(level: str, rows: int, tokens: int, repeats: int) -> dict:
@@ -39,7 +34,7 @@ def run_one(level: str, rows: int, tokens: int, repeats: int) -> dict:
     lengths = torch.randint(tokens // 10, tokens + 1, (rows,))
     mask = torch.arange(tokens)[None, :] < lengths[:, None]
     n_tok, n_seq = count_tokens(mask), count_sequences(mask)
-    base_rss = _rss_mb()
+    base_rss = rss_mb()
     times = []
     for _ in range(repeats):
         leaf = logp.clone().requires_grad_(True)
@@ -49,7 +44,7 @@ def run_one(level: str, rows: int, tokens: int, repeats: int) -> dict:
         loss.backward()
         times.append(time.perf_counter() - t0)
         del leaf, loss
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     return {
         "level": level, "rows": rows, "tokens_per_row": tokens, "valid_tokens": n_tok,
         "median_s": statistics.median(times), "min_s": min(times),

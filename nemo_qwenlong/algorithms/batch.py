@@ -178,3 +178,9 @@ class TokenRows:
         prompt_ids, _ = pad_sequences(prompts)
         response_ids, response_mask = pad_sequences(responses)
         return cls(prompt_ids, torch.tensor([len(p) for p in prompts], dtype=torch.int64), response_ids, response_mask)
+
+    def to_lists(self) -> tuple[list[list[int]], list[list[int]]]:
+        """Inverse of `from_lists`: each row's valid prompt and response tokens."""
+        prompts = [self.prompt_ids[i, : int(self.prompt_lengths[i])].tolist() for i in range(self.num_rows)]
+        responses = [self.response_ids[i][self.response_mask[i]].tolist() for i in range(self.num_rows)]
+        return prompts, responses

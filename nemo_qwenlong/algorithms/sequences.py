@@ -13,6 +13,7 @@ Context parallelism splits S into 2·CP chunks and gives rank r the chunks r and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +38,14 @@ class SequenceLayout:
 
 def padding_multiple(*, context_parallel: int = 1, tensor_parallel: int = 1, sequence_parallel: bool = False,
                      fp8: bool = False) -> int:
-    """Smallest S multiple that every enabled feature accepts (lcm of their requirements)."""
-    import math
-
-    need = [2 * context_parallel if context_parallel > 1 else 1]
+    """Smallest S multiple that every enabled feature accepts (lcm of their requirements); each
+    requirement holds per context-parallel chunk, of which there are 2·CP."""
+    chunks = 2 * context_parallel if context_parallel > 1 else 1
+    need = [chunks]
     if sequence_parallel:
-        need.append(tensor_parallel * (2 * context_parallel if context_parallel > 1 else 1))
+        need.append(tensor_parallel * chunks)
     if fp8:
-        need.append(16 * (2 * context_parallel if context_parallel > 1 else 1))
+        need.append(16 * chunks)
     return math.lcm(*need)
 
 

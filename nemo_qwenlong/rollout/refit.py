@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from nemo_qwenlong.algorithms.batch import TokenRows
+from nemo_qwenlong.algorithms.packing import budget_groups, tensor_bytes
 from nemo_qwenlong.rollout.generator import Sample
 
 
@@ -29,17 +30,7 @@ def buckets(named: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[lis
     """Group (name, tensor) pairs in order into lists of at most `max_bytes` (one tensor may exceed it)."""
     if max_bytes < 1:
         raise ValueError(f"refit bucket size must be >= 1 byte, got {max_bytes}")
-    bucket: list[tuple[str, Tensor]] = []
-    size = 0
-    for name, tensor in named:
-        n = tensor.numel() * tensor.element_size()
-        if bucket and size + n > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += n
-    if bucket:
-        yield bucket
+    return budget_groups(named, tensor_bytes, max_bytes)
 
 
 def agreement(engine: Tensor, trainer: Tensor, mask: Tensor) -> dict[str, float]:
@@ -76,8 +67,7 @@ def refit_and_check(policy, engine, probe: TokenRows, *, bucket_bytes: int,  # n
     `policy` needs `state_dict_for_refit()` and `compute_logprobs(rows, temperature=)`; `engine`
     is a Generator. Returns refit and agreement metrics; raises EngineTrainerMismatch (above)."""
     stats = engine.load_weights(policy.state_dict_for_refit(), bucket_bytes=bucket_bytes)
-    prompts = [probe.prompt_ids[i, : int(probe.prompt_lengths[i])].tolist() for i in range(probe.num_rows)]
-    responses = [probe.response_ids[i][probe.response_mask[i]].tolist() for i in range(probe.num_rows)]
+    prompts, responses = probe.to_lists()
     engine_lp = torch.zeros(probe.response_ids.shape, dtype=torch.float32)
     for i, scores in enumerate(engine.score(prompts, responses)):
         engine_lp[i, : len(scores)] = torch.tensor(scores)

@@ -72,8 +72,7 @@ def test_one_rl_step_through_every_component(vllm_engine, engine_model_dir: Path
         megatron_to_hf_checkpoint(tmp_path / "run", tmp_path / "export", dtype="float32")
         exported = HFGenerator(tmp_path / "export")
         probe = probe_rows(PROMPTS, samples, 2)
-        prompts = [probe.prompt_ids[i, : int(probe.prompt_lengths[i])].tolist() for i in range(probe.num_rows)]
-        conts = [probe.response_ids[i][probe.response_mask[i]].tolist() for i in range(probe.num_rows)]
+        prompts, conts = probe.to_lists()
         trainer = policy.compute_logprobs(probe, temperature=1.0)
         for i, scores in enumerate(exported.score(prompts, conts)):
             assert torch.allclose(torch.tensor(scores), trainer[i, : len(scores)], atol=1e-5)

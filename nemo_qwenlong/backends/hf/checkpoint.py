@@ -6,9 +6,9 @@ converter holds one group of tensors at a time, never the model. Missing shard f
 the index does not name, tensors missing for the config, and shapes that disagree with it are
 errors that name the file or tensor.
 
-Writing (`ShardedSafetensorsWriter`): tensors are buffered up to `max_shard_bytes`, each shard is
-written as soon as it is full, and `finish()` renames them to `model-0000k-of-0000n.safetensors`
-and writes `model.safetensors.index.json`.
+Writing (`write_sharded_safetensors`): tensors are grouped up to `max_shard_bytes`, each shard is
+written as soon as it is full, then renamed to `model-0000k-of-0000n.safetensors` beside
+`model.safetensors.index.json`.
 
 Rope fields (`export_config`): transformers 4.x reads top-level `rope_theta` / `rope_scaling`,
 5.x reads `rope_parameters`, and each silently ignores the other's, so exported configs carry
@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class HFCheckpoint:
         self.config: dict = json.loads(cfg_path.read_text())
         check_qwen2_config(self.config, str(cfg_path))
         self.weight_map = self._weight_map()
-        self._check_tensors()
+        self._check_tensors(self._header_shapes())
 
     def _weight_map(self) -> dict[str, str]:
         on_disk = {p.name for p in self.dir.glob("*.safetensors")}
@@ -96,30 +98,29 @@ class HFCheckpoint:
                                             "(a partial copy or a mix of two checkpoints?)")
             return weight_map
         if on_disk == {SINGLE}:
-            from safetensors import safe_open
-
             with safe_open(str(self.dir / SINGLE), framework="pt") as fh:
                 return {k: SINGLE for k in fh.keys()}
         raise CheckpointFormatError(f"{self.dir}: expected {INDEX} or a single {SINGLE}, found {sorted(on_disk)}")
 
-    def _check_tensors(self) -> None:
+    def _header_shapes(self) -> dict[tuple[str, str], tuple[int, ...]]:
+        """(file, tensor) -> shape, from the safetensors headers only."""
+        shapes = {}
+        for f in sorted(set(self.weight_map.values())):
+            with safe_open(str(self.dir / f), framework="pt") as fh:
+                shapes |= {(f, k): tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        return shapes
+
+    def _check_tensors(self, shapes: dict[tuple[str, str], tuple[int, ...]]) -> None:
         expected = expected_hf_shapes(self.config)
+        expected_names = set(expected)
         if self.config.get("tie_word_embeddings"):
-            expected_names = set(expected) | ({"lm_head.weight"} & set(self.weight_map))
-        else:
-            expected_names = set(expected)
+            expected_names |= {"lm_head.weight"} & set(self.weight_map)  # tied checkpoints may carry it
         if missing := sorted(expected_names - set(self.weight_map)):
             raise CheckpointFormatError(f"{self.dir}: tensors missing for the config: {missing[:5]} ({len(missing)} in all)")
         if extra := sorted(set(self.weight_map) - expected_names):
             raise CheckpointFormatError(f"{self.dir}: tensors the Qwen2 config does not have: {extra[:5]} ({len(extra)})")
-        from safetensors import safe_open
-
-        shapes: dict[str, tuple[int, ...]] = {}
-        for f in sorted(set(self.weight_map.values())):
-            with safe_open(str(self.dir / f), framework="pt") as fh:  # header only
-                shapes |= {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
         for name, want in expected.items():
-            got = shapes.get(name)
+            got = shapes.get((self.weight_map[name], name))
             if got is None:
                 raise CheckpointFormatError(f"{self.dir / self.weight_map[name]}: the index places {name} here, "
                                             "but the file does not hold it")
@@ -130,50 +131,33 @@ class HFCheckpoint:
     def get(self, name: str) -> Tensor:
         """One tensor, copied out; the file is unmapped again at once, so the pages it touched do not
         stay resident (holding every shard open would grow RSS to the model's size)."""
-        from safetensors import safe_open
-
         with safe_open(str(self.dir / self.weight_map[name]), framework="pt") as fh:
             return fh.get_tensor(name)
 
 
-class ShardedSafetensorsWriter:
-    """Streams tensors into safetensors shards of at most `max_shard_bytes` (one tensor may exceed it)."""
+def write_sharded_safetensors(named: Iterable[tuple[str, Tensor]], folder: Path,
+                              max_shard_bytes: int = 4 * 2**30) -> tuple[int, int]:
+    """Stream (name, tensor) pairs into `model-0000k-of-0000n.safetensors` shards of at most
+    `max_shard_bytes` (one tensor may exceed it) plus the index; returns (tensors, bytes)."""
+    from safetensors.torch import save_file
 
-    def __init__(self, folder: Path, max_shard_bytes: int = 4 * 2**30) -> None:
-        self.dir, self.max = folder, max_shard_bytes
-        self.buffer: dict[str, Tensor] = {}
-        self.buffered = 0
-        self.files: list[tuple[str, list[str]]] = []
-        self.total = 0
+    from nemo_qwenlong.algorithms.packing import budget_groups, tensor_bytes
 
-    def add(self, name: str, tensor: Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self.buffer and self.buffered + size > self.max:
-            self.flush()
-        self.buffer[name] = tensor.contiguous()
-        self.buffered += size
-        self.total += size
-
-    def flush(self) -> None:
-        from safetensors.torch import save_file
-
-        if not self.buffer:
-            return
-        name = f"part-{len(self.files):05d}.safetensors"
-        save_file(self.buffer, str(self.dir / name), metadata={"format": "pt"})
-        self.files.append((name, list(self.buffer)))
-        self.buffer, self.buffered = {}, 0
-
-    def finish(self) -> None:
-        self.flush()
-        n = len(self.files)
-        weight_map = {}
-        for k, (tmp, names) in enumerate(self.files, start=1):
-            final = f"model-{k:05d}-of-{n:05d}.safetensors"
-            (self.dir / tmp).rename(self.dir / final)
-            weight_map |= {t: final for t in names}
-        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    files: list[tuple[str, list[str]]] = []
+    total = 0
+    for group in budget_groups(named, tensor_bytes, max_shard_bytes):
+        name = f"part-{len(files):05d}.safetensors"  # final names need the shard count: renamed below
+        save_file({k: t.contiguous() for k, t in group}, str(folder / name), metadata={"format": "pt"})
+        files.append((name, [k for k, _ in group]))
+        total += sum(map(tensor_bytes, group))
+    weight_map = {}
+    for k, (tmp, names) in enumerate(files, start=1):
+        final = f"model-{k:05d}-of-{len(files):05d}.safetensors"
+        (folder / tmp).rename(folder / final)
+        weight_map |= {t: final for t in names}
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return len(weight_map), total
 
 
 def rope_theta(cfg: dict) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from nemo_qwenlong.algorithms.packing import tensor_bytes
 from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order
 from nemo_qwenlong.rollout.refit import buckets
 
@@ -77,7 +78,7 @@ class HFGenerator:
                         continue
                     raise KeyError(f"refit tensor {name!r} is not a parameter of {type(self.model).__name__}")
                 params[name].copy_(tensor)
-                total += tensor.numel() * tensor.element_size()
+                total += tensor_bytes((name, tensor))
                 count += 1
             n += 1
         return RefitStats(count, n, total, time.perf_counter() - started)

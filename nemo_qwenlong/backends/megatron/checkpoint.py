@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_qwenlong.backends.hf.checkpoint import rope_theta
-from nemo_qwenlong.fsio import atomic_write_text
+from nemo_qwenlong.fsio import atomic_write_bytes, atomic_write_text
 
 LATEST = "latest_checkpointed_iteration.txt"
 LATEST_TRAIN_STATE = "latest_train_state.pt"
@@ -57,8 +57,12 @@ def latest_step(root: str | Path) -> int | None:
         text = pointer.read_text().strip()
         if text.isdigit() and (root / iter_dirname(int(text)) / MANIFEST).is_file():
             return int(text)
-    steps = [int(p.name[5:]) for p in root.glob("iter_*") if p.name[5:].isdigit() and (p / MANIFEST).is_file()]
-    return max(steps, default=None)
+    return max(complete_steps(root), default=None)
+
+
+def complete_steps(root: Path) -> list[int]:
+    """Steps of the `iter_NNNNNNN` folders under `root` that hold a manifest, ascending."""
+    return sorted(int(p.name[5:]) for p in root.glob("iter_*") if p.name[5:].isdigit() and (p / MANIFEST).is_file())
 
 
 def read_manifest(root: str | Path, step: int) -> dict[str, Any]:
@@ -161,24 +165,27 @@ def write_iteration_files(iter_dir: Path, *, step: int, config_hash: str, layout
                 "hf_config": hf_config, "saved_unix_time": time.time(), **(extra or {})}
     atomic_write_text(iter_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     atomic_write_text(iter_dir / RUN_CONFIG, bridge_run_config(hf_config, layout))
-    torch.save(_train_state(step), iter_dir / TRAIN_STATE)
+    _write_train_state(iter_dir / TRAIN_STATE, step)
 
 
 def write_pointers(root: Path, step: int) -> None:
     """Megatron-LM's and Megatron-Bridge's "latest" pointers, each written atomically."""
     atomic_write_text(root / LATEST, str(step))
-    tmp = root / f".{LATEST_TRAIN_STATE}.tmp"
-    torch.save(_train_state(step), tmp)
-    tmp.replace(root / LATEST_TRAIN_STATE)
+    _write_train_state(root / LATEST_TRAIN_STATE, step)
 
 
-def _train_state(step: int) -> dict[str, torch.Tensor]:
+def _write_train_state(path: Path, step: int) -> None:
     """Megatron-Bridge's TrainState fields (tensors only, so `torch.load(weights_only=True)` reads it)."""
+    import io
+
     zero = torch.tensor(0, dtype=torch.int64)
-    return {"step": torch.tensor(step, dtype=torch.int64), "consumed_train_samples": zero,
-            "skipped_train_samples": zero, "consumed_valid_samples": zero,
-            "floating_point_operations_so_far": torch.tensor(0.0, dtype=torch.float64),
-            "do_train": torch.tensor(False), "do_valid": torch.tensor(False), "do_test": torch.tensor(False)}
+    state = {"step": torch.tensor(step, dtype=torch.int64), "consumed_train_samples": zero,
+             "skipped_train_samples": zero, "consumed_valid_samples": zero,
+             "floating_point_operations_so_far": torch.tensor(0.0, dtype=torch.float64),
+             "do_train": torch.tensor(False), "do_valid": torch.tensor(False), "do_test": torch.tensor(False)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def bridge_run_config(hf_config: dict, layout: dict[str, int]) -> str:
@@ -203,8 +210,7 @@ def bridge_run_config(hf_config: dict, layout: dict[str, int]) -> str:
 
 
 def _prune(root: Path, keep_last: int) -> None:
-    steps = sorted(int(p.name[5:]) for p in root.glob("iter_*") if p.name[5:].isdigit() and (p / MANIFEST).is_file())
-    for old in steps[:-keep_last]:
+    for old in complete_steps(root)[:-keep_last]:
         shutil.rmtree(root / iter_dirname(old), ignore_errors=True)
 
 

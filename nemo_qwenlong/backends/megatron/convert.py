@@ -29,13 +29,13 @@ from pathlib import Path
 from nemo_qwenlong.backends.hf.checkpoint import (
     CheckpointFormatError,
     HFCheckpoint,
-    ShardedSafetensorsWriter,
     cast,
     check_qwen2_config,
     copy_tokenizer_files,
     export_config,
     generation_config,
     import_config,
+    write_sharded_safetensors,
 )
 from nemo_qwenlong.backends.megatron import checkpoint as ckpt
 from nemo_qwenlong.backends.megatron.dist_ckpt_stream import (
@@ -184,7 +184,6 @@ def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, 
     manifest = json.loads((iter_dir / ckpt.MANIFEST).read_text())
     cfg = manifest["hf_config"]
     check_qwen2_config(cfg, str(iter_dir / ckpt.MANIFEST))
-    written = 0
     with staged_output(Path(out_dir)) as tmp, single_process_group():
         meta = tensor_metadata(iter_dir)
         rows = tuple(meta["embedding.word_embeddings.weight"].global_shape)[0]
@@ -201,13 +200,9 @@ def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, 
                 bar.update()
             return cache.pop(name)
 
-        writer = ShardedSafetensorsWriter(tmp, max_shard_bytes)
-        for hf_name, tensor in iter_megatron_to_hf(get, shape):
-            if hf_name == "lm_head.weight" and shape.tie_word_embeddings:
-                continue  # tied: transformers and vLLM take it from the embedding
-            writer.add(hf_name, cast(tensor, dtype))
-            written += 1
-        writer.finish()
+        tensors = ((name, cast(t, dtype)) for name, t in iter_megatron_to_hf(get, shape)
+                   if not (name == "lm_head.weight" and shape.tie_word_embeddings))  # tied: taken from the embedding
+        written, _ = write_sharded_safetensors(tensors, tmp, max_shard_bytes)
         bar.close()
         out_cfg = export_config(cfg, yarn_factor=yarn_factor, yarn_original_max=yarn_original_max)
         if dtype:

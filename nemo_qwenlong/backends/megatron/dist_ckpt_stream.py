@@ -18,6 +18,7 @@ each linear layer's `_extra_state` as a ShardedObject.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 from collections.abc import Iterable
@@ -114,8 +115,7 @@ def merge_parts(parts: list[Path], out_dir: Path) -> None:
         if merged is None:
             merged = meta
             merged.storage_data = storage
-            for name in ("metadata.json",):
-                shutil.copy2(part / name, out_dir / name)
+            shutil.copy2(part / "metadata.json", out_dir / "metadata.json")
             continue
         for key, value in meta.state_dict_metadata.items():
             if key.startswith("common_state"):
@@ -133,8 +133,6 @@ def merge_parts(parts: list[Path], out_dir: Path) -> None:
 
 
 def _renamed(info, renames: dict[str, str]):  # noqa: ANN001
-    import dataclasses
-
     return dataclasses.replace(info, relative_path=renames[info.relative_path])
 
 

@@ -176,9 +176,7 @@ class MegatronPolicy:
         """[N, R] float32 response-token log-probs (0 on padding), micro-batched; for old/ref log-probs
         (at the policy's temperature) and the engine agreement probe (temperature=1)."""
         out = torch.zeros(rows.response_ids.shape, dtype=torch.float32)
-        for idx in self._micro_batches(rows):
-            mb = rows.select(idx)
-            layout = self._layout(mb)
+        for idx, _, layout in self._micro_batches(rows):
             lp, _ = self._sequence_logprobs(layout, with_entropy=False, temperature=temperature)
             out[idx] = to_response_layout(self._cp_gather(lp).cpu(), layout)
         return out
@@ -192,9 +190,12 @@ class MegatronPolicy:
         dist.all_gather(parts, local.contiguous(), group=ps.get_context_parallel_group())
         return cp_merge(parts)
 
-    def _micro_batches(self, rows: Rows) -> list[list[int]]:
+    def _micro_batches(self, rows: Rows) -> Iterator[tuple[list[int], Rows, SequenceLayout]]:
+        """(row indices, rows, their sequence layout) per token-budgeted micro-batch."""
         lengths = (rows.prompt_lengths + rows.response_lengths).tolist()
-        return micro_batches_by_tokens(lengths, self.micro_batch_tokens)
+        for idx in micro_batches_by_tokens(lengths, self.micro_batch_tokens):
+            mb = rows.select(idx)
+            yield idx, mb, self._layout(mb)
 
     # ---- train ---------------------------------------------------------------------------------
     def _sum(self, value: float, group: dist.ProcessGroup) -> float:
@@ -214,9 +215,7 @@ class MegatronPolicy:
         if self.mode != "training":
             raise RuntimeError("train step while the policy is prepared for generation: call prepare_for_training()")
         metrics = []
-        for idx in self._micro_batches(rows):
-            mb = rows.select(idx)
-            layout = self._layout(mb)
+        for _, mb, layout in self._micro_batches(rows):
             loss, m = loss_fn(mb, layout, count)
             loss.backward()
             metrics.append(m | {"loss": float(loss.detach())})

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from nemo_qwenlong.algorithms.packing import tensor_bytes
 from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order
 from nemo_qwenlong.rollout.refit import buckets
 
@@ -160,7 +161,7 @@ class VLLMGenerator:
             for bucket in buckets(named_tensors, bucket_bytes):
                 count["buckets"] += 1
                 count["tensors"] += len(bucket)
-                count["bytes"] += sum(t.numel() * t.element_size() for _, t in bucket)
+                count["bytes"] += sum(map(tensor_bytes, bucket))
                 yield from bucket
 
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
