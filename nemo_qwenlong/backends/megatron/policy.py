@@ -258,7 +258,8 @@ class MegatronPolicy:
         return self._finish(metrics)
 
     def sft_loss(self, mb: TokenRows, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
-        lp, _ = self._sequence_logprobs(layout, with_entropy=False)
+        """Response-token NLL of the model itself (temperature 1, whatever the rollout temperature)."""
+        lp, _ = self._sequence_logprobs(layout, with_entropy=False, temperature=1.0)
         mask = self._split(to_sequence_layout(mb.response_mask, layout, False))
         return -(lp * mask).sum() / count, {"num_tokens": float(mask.sum())}
 
