@@ -9,6 +9,8 @@ Per valid token t of response i (ρ = exp(logπ_θ − logπ_old), Â broadcast 
     ℓ_pg  = max(−Â·ρ, −Â·clip(ρ, 1−clip_low, 1+clip_high))
     dual clip (c > 1, Â < 0 only): ℓ_pg = min(ℓ_pg, −Â·c)
     ℓ     = ℓ_pg + kl_coef·KL_t − entropy_coef·H_t
+Off the response (mask false) both log-ratios are set to 0 before any `exp` (see `masked_log_ratio`),
+so filler log-probs there can neither overflow nor send NaN into the backward pass.
 Aggregation:
     token:    loss = Σ_i Σ_t ℓ_{i,t} / num_global_tokens                   (DAPO, Σ_i|o_i| over the step)
     sequence: loss = Σ_i ( Σ_t ℓ_{i,t} / |o_i| ) / num_global_sequences   (GRPO 1/|o_i|; empty rows add 0)
@@ -33,17 +35,33 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-KL_CLAMP = 10.0  # verl's low_var_kl clamp
+KL_CLAMP = 10.0  # verl's low_var_kl clamp of the k3 value
+LOG_RATIO_CLAMP = 20.0  # verl's low_var_kl clamp of the log-ratio, applied before exp
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: Literal["k1", "k3"] = "k3") -> Tensor:
-    """Per-token KL(π_θ‖π_ref) estimate. k1: logπ − logπ_ref. k3: e^(ref−logπ) − (ref−logπ) − 1, clamped to ±10."""
-    diff = ref_logprobs - logprobs
+def masked_log_ratio(numerator: Tensor, denominator: Tensor, mask: Tensor | None) -> Tensor:
+    """numerator − denominator on valid tokens and exactly 0 elsewhere.
+
+    Off the response the log-probs are fillers (0) or far apart, so `exp` of their difference can
+    overflow; `torch.where` (not a multiplication by the mask) keeps those positions out of both the
+    value and the backward pass, where `inf · 0` would give NaN.
+    """
+    diff = numerator - denominator
+    return diff if mask is None else torch.where(mask.bool(), diff, 0.0)
+
+
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: Literal["k1", "k3"] = "k3",
+               mask: Tensor | None = None) -> Tensor:
+    """Per-token KL(π_θ‖π_ref) estimate, 0 outside `mask`. With d = logπ_ref − logπ on valid tokens:
+    k1 = −d; k3 = e^d' − d' − 1 clamped to ±10, where d' = clamp(d, ±20) (the clamp comes before `exp`,
+    so no inf is formed; it never changes the value, which is clamped to 10 beyond |d| = 20 anyway)."""
+    if estimator not in ("k1", "k3"):
+        raise ValueError(f"unknown kl estimator {estimator!r}; accepted: k1, k3")
+    diff = masked_log_ratio(ref_logprobs, logprobs, mask)
     if estimator == "k1":
         return -diff
-    if estimator == "k3":
-        return torch.clamp(torch.exp(diff) - diff - 1.0, min=-KL_CLAMP, max=KL_CLAMP)
-    raise ValueError(f"unknown kl estimator {estimator!r}; accepted: k1, k3")
+    diff = torch.clamp(diff, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
+    return torch.clamp(torch.exp(diff) - diff - 1.0, min=-KL_CLAMP, max=KL_CLAMP)
 
 
 def aggregate(
@@ -111,7 +129,7 @@ def policy_loss(
     logp = logprobs.float()
     adv = advantages.float()
     adv = adv.unsqueeze(1).expand_as(logp) if adv.dim() == 1 else adv
-    log_ratio = logp - old_logprobs.float()
+    log_ratio = masked_log_ratio(logp, old_logprobs.float(), mask)  # 0 off the response: ρ = 1 there
     ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg = torch.maximum(-adv * ratio, -adv * clipped)
@@ -125,7 +143,7 @@ def policy_loss(
     if kl_coef > 0:
         if ref_logprobs is None:
             raise ValueError("kl_coef > 0 needs ref_logprobs")
-        kl = kl_penalty(logp, ref_logprobs.float(), kl_estimator)
+        kl = kl_penalty(logp, ref_logprobs.float(), kl_estimator, mask=mask)
         per_token = per_token + kl_coef * kl
     if entropy_coef > 0:
         if entropy is None:

@@ -49,14 +49,19 @@ def padding_multiple(*, context_parallel: int = 1, tensor_parallel: int = 1, seq
     return math.lcm(*need)
 
 
+def padded_width(longest: int, multiple: int = 1) -> int:
+    """S of the layout whose longest row has `longest` tokens: at least 1, rounded up to `multiple`
+    (what `join_rows` builds; the micro-batch planner budgets rows × S with it)."""
+    return -(-max(longest, 1) // multiple) * multiple
+
+
 def join_rows(prompt_ids: Tensor, prompt_lengths: Tensor, response_ids: Tensor, response_mask: Tensor,
               *, multiple: int = 1) -> SequenceLayout:
     """Concatenate each row's valid prompt and response tokens (see the module docstring)."""
     b, r = response_ids.shape
     resp_len = response_mask.sum(dim=1)
     lengths = prompt_lengths + resp_len
-    width = max(int(lengths.max()) if b else 1, 1)
-    width = -(-width // multiple) * multiple
+    width = padded_width(int(lengths.max()) if b else 1, multiple)
     col = torch.arange(width).unsqueeze(0)
     tokens = torch.full((b, width), PAD, dtype=torch.int64)
     in_prompt = col < prompt_lengths.unsqueeze(1)

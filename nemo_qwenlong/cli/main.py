@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from nemo_qwenlong import __version__
-from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, demo_cmd
+from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, demo_cmd, run_cmd
 from nemo_qwenlong.config import ConfigError
 
-SUBCOMMANDS = (config_cmd, convert_cmd, data_cmd, demo_cmd)
+SUBCOMMANDS = (run_cmd, config_cmd, convert_cmd, data_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides may come after options (`run RECIPE --output DIR a.b=1`)
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.handler(args) or 0)
     except ConfigError as err:

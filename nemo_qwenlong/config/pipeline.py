@@ -67,18 +67,44 @@ class RewardConfig(Section):
 
 
 class RetrospectiveConfig(Section):
-    """Difficulty-aware retrospective sampling of earlier stages' hard items (choice: spec §11.4)."""
+    """Difficulty-aware retrospective sampling of earlier stages' hard items (choice: spec §11.4).
+
+    Difficulty = 1 / mean answer reward (spec §5, Eq. 10) over an item's most recent `recent_window`
+    rollout rewards (choice: the policy's current skill, not its lifetime average). An item with no
+    correct answer in that window is "never solved": its group would be all-wrong, which dynamic
+    sampling drops (spec §4.4), so by default it gets a low weight (`never_solved`, choice).
+    """
 
     share: float = field(0.0, "fraction of each batch drawn from earlier stages' hard items", ge=0, le=1)
     selection: Literal["threshold", "top_k", "proportional"] = field(
         "proportional", "hard items: difficulty >= threshold, the top_k hardest, or sampled with p ∝ difficulty"
     )
     threshold: float = field(2.0, "threshold selection: minimum difficulty (1/mean reward)", ge=1)
-    top_k: int = field(256, "top_k selection: how many of the hardest items", ge=1)
-    zero_reward_difficulty: float = field(
-        100.0, "difficulty assigned to items whose mean reward is 0 (1/0 is undefined; choice)", ge=1
+    top_k: int = field(256, "top_k selection: how many of the hardest items (ties in random order)", ge=1)
+    recent_window: int | None = field(
+        8, "difficulty from each item's last N rollout rewards (one group of n=8; choice); null: all", ge=1
     )
-    drop_solved: bool = field(True, "never carry items whose mean reward is 1 (choice)")
+    never_solved: Literal["skip", "low", "cap"] = field(
+        "low", "items with no correct reward in the window: skip (never carried), low (difficulty "
+        "never_solved_difficulty: carried rarely, still re-measured), cap (max_difficulty, the hardest)",
+    )
+    never_solved_difficulty: float = field(
+        0.1, "never_solved=low: their difficulty, below any solvable item's (>= 1) (choice)", gt=0, le=1
+    )
+    max_difficulty: float = field(
+        100.0, "cap on 1/mean reward; never_solved=cap gives never-solved items this (1/0 is undefined)", ge=1
+    )
+    drop_solved: bool = field(True, "never carry items whose recent mean reward is 1 (choice)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "zero_reward_difficulty" in data:
+            raise ValueError(
+                "retrospective.zero_reward_difficulty was replaced: set never_solved (skip/low/cap) for "
+                "never-solved items and max_difficulty for the cap (never_solved: cap is the old rule)"
+            )
+        return data
 
 
 class StageConfig(Section):
@@ -130,6 +156,10 @@ class CurriculumConfig(Section):
     stages: list[StageConfig] = Field(
         default_factory=_paper_stages, description="stages in training order (default: the paper's two)", min_length=1
     )
+    drop_last: bool = field(
+        True, "epoch-length stages: floor(epochs x items / gen_batch_size) steps, dropping the last partial batch "
+        "(the released run: 30 epochs over generation batches of 384 with drop_last); false rounds up"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "CurriculumConfig":
@@ -150,6 +180,18 @@ class CurriculumConfig(Section):
         return self
 
 
+class SyntheticDataConfig(Section):
+    """The `data` stage's generator for runs without a dataset (the tiny CPU default, `data.tiny_task`)."""
+
+    kind: Literal["none", "tiny"] = field("none", "none: use data.train_path; tiny: generate the tiny QA task")
+    train_per_stage: int = field(512, "training items generated per curriculum stage", ge=1, le=1_000_000)
+    heldout_per_stage: int = field(64, "held-out evaluation items per stage (unseen documents and questions)", ge=1)
+    val_per_stage: int = field(16, "validation items per stage (RL validation accuracy)", ge=1)
+    sft_items: int = field(2000, "SFT warm-up items (correct answers in the released format)", ge=1)
+    facts: list[int] = field([2, 3], "facts per document in each stage (the rest are distractors)")
+    filler: list[list[int]] = field([[1, 3], [6, 12]], "filler sentences [min, max] per document in each stage")
+
+
 class DataConfig(Section):
     """Training and validation data."""
 
@@ -159,3 +201,14 @@ class DataConfig(Section):
     skip_invalid: bool = field(False, "skip bad rows and report the count (default: fail with every bad row)")
     filter_overlong: bool = field(True, "drop items over the stage's input cap (never truncate)")
     shuffle: bool = field(True, "shuffle items each epoch (seeded by the run seed)")
+    synthetic: SyntheticDataConfig = section(SyntheticDataConfig, "generated data (tiny CPU default)")
+
+
+class EvaluationConfig(Section):
+    """The run's `eval` stage: held-out accuracy of the SFT checkpoint and of the final policy."""
+
+    heldout_path: str | None = field(None, "held-out set (same layouts as data.train_path); the tiny task makes its own")
+    max_items: int | None = field(None, "score at most this many held-out items (null: all)", ge=1)
+    temperature: float = field(0.0, "sampling temperature (0: greedy, the released eval)", ge=0, le=10)
+    max_new_tokens: int | None = field(None, "output cap; null: rollout.max_new_tokens", ge=1)
+    compare_sft: bool = field(True, "also score the SFT checkpoint, so the summary shows what RL added")

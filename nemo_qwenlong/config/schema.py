@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import model_validator
 
 from nemo_qwenlong.config.base import Section, field, section
@@ -9,6 +11,7 @@ from nemo_qwenlong.config.operations import CheckpointConfig, ClusterConfig, Log
 from nemo_qwenlong.config.pipeline import (
     CurriculumConfig,
     DataConfig,
+    EvaluationConfig,
     JudgeConfig,
     RetrospectiveConfig,
     RewardConfig,
@@ -34,6 +37,7 @@ __all__ = [
     "CurriculumConfig",
     "DataConfig",
     "DynamicSamplingConfig",
+    "EvaluationConfig",
     "JudgeConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -50,6 +54,10 @@ __all__ = [
     "WandbConfig",
     "YarnConfig",
 ]
+
+
+PipelineStage = Literal["data", "sft", "rl", "export", "eval"]
+PIPELINE_ORDER: tuple[str, ...] = ("data", "sft", "rl", "export", "eval")
 
 
 class RunConfig(Section):
@@ -69,6 +77,12 @@ class RunConfig(Section):
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoints and resume")
     logging: LoggingConfig = section(LoggingConfig, "logs and metrics")
     cluster: ClusterConfig = section(ClusterConfig, "where it runs")
+    evaluation: EvaluationConfig = section(EvaluationConfig, "held-out evaluation at the end of `run`")
+    pipeline: list[PipelineStage] = field(
+        ["data", "rl", "export", "eval"],
+        "stages `nemo-qwenlong run` runs, in this order: data (prepare/generate), sft (warm-up), rl (every "
+        "curriculum stage), export (HF folder for vLLM), eval (held-out accuracy)", min_length=1,
+    )
 
     @model_validator(mode="after")
     def _cross_section(self) -> "RunConfig":
@@ -83,6 +97,7 @@ class RunConfig(Section):
                     f"curriculum.stages.{i}.max_output_tokens={stage.max_output_tokens} exceeds "
                     f"rollout.max_new_tokens={self.rollout.max_new_tokens}"
                 )
+        self._check_pipeline()
         p = self.parallelism
         model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
         world = self.cluster.nodes * self.cluster.gpus_per_node
@@ -92,3 +107,34 @@ class RunConfig(Section):
                 f"{model_parallel} must divide cluster.nodes×cluster.gpus_per_node = {world}"
             )
         return self
+
+    def _check_pipeline(self) -> None:
+        names = list(self.pipeline)
+        if sorted(names, key=PIPELINE_ORDER.index) != names or len(set(names)) != len(names):
+            raise ValueError(f"pipeline = {names}: stages must be unique and in the order {list(PIPELINE_ORDER)}")
+        synthetic = self.data.synthetic
+        if synthetic.kind == "tiny":
+            n = len(self.curriculum.stages)
+            for key in ("facts", "filler"):
+                value = getattr(synthetic, key)
+                if len(value) != n:
+                    raise ValueError(f"data.synthetic.{key} has {len(value)} entries for {n} curriculum stages")
+            if any(len(f) != 2 or not 0 <= f[0] <= f[1] for f in synthetic.filler):
+                raise ValueError(f"data.synthetic.filler = {synthetic.filler}: each entry is [min, max] with 0 <= min <= max")
+            if any(not 1 <= f <= 8 for f in synthetic.facts):
+                raise ValueError(f"data.synthetic.facts = {synthetic.facts}: each is 1..8")
+            return
+
+    def runnable_problems(self) -> list[str]:
+        """What `nemo-qwenlong run` needs beyond a valid schema: the data each pipeline stage reads."""
+        if self.data.synthetic.kind == "tiny":
+            return []
+        names, problems = list(self.pipeline), []
+        if "rl" in names and not self.data.train_path:
+            problems.append("pipeline has 'rl' but data.train_path is null (and data.synthetic.kind='none')")
+        if "sft" in names and not self.sft.train_path:
+            problems.append("pipeline has 'sft' but sft.train_path is null (the warm-up data is not released: "
+                            "docs/run.md gives its format)")
+        if "eval" in names and not (self.evaluation.heldout_path or self.data.val_path):
+            problems.append("pipeline has 'eval' but evaluation.heldout_path and data.val_path are null")
+        return problems

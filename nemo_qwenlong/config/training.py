@@ -135,7 +135,14 @@ class SFTConfig(Section):
     max_seq_len: int = field(32768, "longest packed sequence, prompt + response", ge=16, le=1_048_576)
     epochs: int = field(1, "passes over the SFT data", ge=1, le=100)
     global_batch_size: int = field(64, "sequences per optimiser step", ge=1)
-    micro_batch_tokens: int = field(32768, "token budget of one packed micro-batch per data-parallel rank", ge=16)
+    micro_batch_tokens: int = field(
+        32768, "token budget of one micro-batch per data-parallel rank: rows × padded longest row", ge=16
+    )
+    max_steps: int | None = field(None, "stop after this many optimiser steps (null: `epochs` passes)", ge=1)
+    val_path: str | None = field(None, "SFT validation set (same layout); null holds out `val_fraction` of train_path")
+    val_fraction: float = field(0.05, "share of the SFT data held out for the validation loss when val_path is null",
+                                ge=0, lt=1)
+    val_every_steps: int = field(20, "validation loss every N optimiser steps (and at the end)", ge=1)
     optim: OptimConfig = section(_sft_optim, "SFT optimiser")
 
 
@@ -177,7 +184,9 @@ class RLConfig(Section):
     gen_batch_size: int = field(384, "prompts per generation round", ge=1)
     mini_batch_size: int = field(32, "prompts per optimiser step (train_batch_size / mini_batch_size steps)", ge=1)
     epochs_per_batch: int = field(1, "passes over each RL batch (ppo_epochs)", ge=1, le=16)
-    micro_batch_tokens: int = field(80000, "token budget of one packed micro-batch per data-parallel rank", ge=16)
+    micro_batch_tokens: int = field(
+        80000, "token budget of one micro-batch per data-parallel rank: rows × padded longest row", ge=16
+    )
     logprob_chunk_tokens: int = field(4096, "sequence chunk for log-prob/entropy (bounds the vocab activation)", ge=1)
     optim: OptimConfig = section(OptimConfig, "RL optimiser")
     dynamic_sampling: DynamicSamplingConfig = section(DynamicSamplingConfig, "dynamic sampling")

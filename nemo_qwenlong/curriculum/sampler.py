@@ -1,29 +1,41 @@
 """Difficulty-aware retrospective sampler (spec §5; the rule is partly public, our choices are marked).
 
 In stage k each batch mixes (1 − share) items of the stage's own length band with `share` hard
-items from *earlier* stages. Hard means high difficulty = 1 / mean answer reward, from the ledger
-of rewards seen in rollouts so far (choice: the training rollouts, not an offline pass). Candidates
-are earlier-stage items with at least one observation; with `drop_solved`, items whose mean is 1
-are never carried. Selection: `threshold` (difficulty ≥ threshold), `top_k` (the k hardest), or
-`proportional` (sampled without replacement with p ∝ difficulty). When there are fewer candidates
-than the share asks for, the rest of the batch comes from the stage's own band.
+items from *earlier* stages. Hard means high difficulty = 1 / mean answer reward over the item's
+most recent rollout rewards in the ledger (choice: the training rollouts, not an offline pass; the
+last `recent_window` rewards, not the lifetime mean). Candidates are earlier-stage items with at
+least one observation that the rule admits (`ledger.eligible`): with `drop_solved`, items whose
+recent mean is 1 are not carried; never-solved items (recent mean 0, whose all-wrong groups
+dynamic sampling drops) are skipped, weighted low (default) or treated as the hardest, by
+`never_solved` (choice). Selection: `threshold` (difficulty ≥ threshold), `top_k` (the k hardest,
+ties in random order: choice), or `proportional` (sampled without replacement with p ∝
+difficulty). When there are fewer candidates than the share asks for, the rest of the batch
+comes from the stage's own band.
 
 Deterministic for a seed: the own-band order is a per-(stage, epoch) permutation and every
-retrospective draw uses an RNG derived from (seed, stage, batch index). The state (stage, batch
-index, cursor, ledger) is small, so a run resumed mid-stage yields exactly the batches an
-uninterrupted run would.
+retrospective draw (tie order included) uses an RNG derived from (seed, stage, batch index). The
+state (stage, batch index, cursor, ledger) is small, so a run resumed mid-stage yields exactly the
+batches an uninterrupted run would. `set_stage` to the current stage keeps the cursors, so a loop
+may call it after `load_state_dict`. The state carries fingerprints of the item pools (ids in
+order) and of the stages (names, bands); loading refuses a run whose pools or stages differ.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nemo_qwenlong.config.pipeline import RetrospectiveConfig, StageConfig
-from nemo_qwenlong.curriculum.ledger import DifficultyLedger, difficulty
+from nemo_qwenlong.curriculum.ledger import DifficultyLedger, eligible, rule_difficulty
 
-STATE_VERSION = 1
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 2  # 2: pool and stage fingerprints, recent rewards in the ledger
+LEGACY_VERSIONS = (1,)  # loaded without the fingerprint check
 
 
 @dataclass
@@ -44,20 +56,25 @@ class _RetroStats:
     candidates: int = 0
     picked: int = 0
     mean_difficulty: float = 0.0
+    never_solved: int = 0  # picked items with no correct reward in their recent window
     picked_from: dict[str, int] = field(default_factory=dict)
 
 
 def select_hard(
     candidates: Sequence[str], difficulties: Mapping[str, float], n: int, cfg: RetrospectiveConfig, rng: random.Random
 ) -> list[str]:
-    """Pick n hard items by the configured rule (fewer if the rule admits fewer)."""
+    """Pick n hard items by the configured rule (fewer if the rule admits fewer). Items of equal
+    difficulty are ranked in an `rng` order (choice: not by id, which would always favour the
+    same ones), so `top_k` draws its ties afresh each batch."""
     if n <= 0 or not candidates:
         return []
     if cfg.selection == "threshold":
         pool = [c for c in candidates if difficulties[c] >= cfg.threshold]
         return rng.sample(pool, min(n, len(pool)))
     if cfg.selection == "top_k":
-        pool = sorted(candidates, key=lambda c: (-difficulties[c], c))[: cfg.top_k]
+        shuffled = list(candidates)
+        rng.shuffle(shuffled)
+        pool = sorted(shuffled, key=lambda c: -difficulties[c])[: cfg.top_k]  # stable: ties keep the shuffle
         return rng.sample(pool, min(n, len(pool)))
     # proportional: weighted sampling without replacement (Efraimidis-Spirakis keys u^(1/w))
     keyed = sorted(candidates, key=lambda c: (rng.random() ** (1.0 / difficulties[c]), c), reverse=True)
@@ -82,7 +99,9 @@ class RetrospectiveSampler:
         self.stages = list(stages)
         self.batch_size = batch_size
         self.seed = seed
-        self.ledger = ledger or DifficultyLedger()
+        need = _rewards_needed(self.stages)
+        self.ledger = ledger if ledger is not None else DifficultyLedger(keep=need)  # an empty one is falsy
+        self.ledger.retain(need)
         self.stage_index = 0
         self.batch_in_stage = 0
         self.own_cursor = 0
@@ -91,8 +110,12 @@ class RetrospectiveSampler:
 
     # --- schedule ---------------------------------------------------------------------------------
     def set_stage(self, index: int) -> None:
+        """Move to stage `index`, starting it from its first batch. The current stage is a no-op, so
+        a loop that calls set_stage(k) after `load_state_dict` continues the stage mid-way."""
         if not 0 <= index < len(self.stages):
             raise ValueError(f"stage index {index} is not in 0..{len(self.stages) - 1}")
+        if index == self.stage_index:
+            return
         self.stage_index, self.batch_in_stage, self.own_cursor = index, 0, 0
 
     @property
@@ -130,15 +153,15 @@ class RetrospectiveSampler:
         if k == 0 or cfg.share <= 0:
             return []
         earlier = {item: self.stages[j].name for j in range(k) for item in self.pools[j]}
-        candidates = sorted(
-            i for i in earlier if i in self.ledger and not (cfg.drop_solved and self.ledger.mean(i) >= 1.0)
-        )
-        diffs = {c: difficulty(self.ledger.mean(c), cfg.zero_reward_difficulty) for c in candidates}
+        means = {i: self.ledger.recent_mean(i, cfg.recent_window) for i in earlier if i in self.ledger}
+        candidates = sorted(i for i, m in means.items() if eligible(m, cfg))
+        diffs = {c: rule_difficulty(means[c], cfg) for c in candidates}
         rng = random.Random(f"{self.seed}-retro-{k}-{self.batch_in_stage}")
         picked = select_hard(candidates, diffs, round(cfg.share * self.batch_size), cfg, rng)
         self._last = _RetroStats(
             candidates=len(candidates), picked=len(picked),
             mean_difficulty=sum(diffs[p] for p in picked) / len(picked) if picked else 0.0,
+            never_solved=sum(means[p] <= 0 for p in picked),
         )
         for p in picked:
             self._last.picked_from[earlier[p]] = self._last.picked_from.get(earlier[p], 0) + 1
@@ -160,6 +183,7 @@ class RetrospectiveSampler:
             "sampler/retro_candidates": float(self._last.candidates),
             "sampler/retro_items": float(self._last.picked),
             "sampler/retro_mean_difficulty": self._last.mean_difficulty,
+            "sampler/retro_never_solved": float(self._last.never_solved),
             "ledger/items": float(len(self.ledger)),
         }
 
@@ -167,18 +191,72 @@ class RetrospectiveSampler:
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "seed": self.seed, "batch_size": self.batch_size,
                 "stage_index": self.stage_index, "batch_in_stage": self.batch_in_stage,
-                "own_cursor": self.own_cursor, "ledger": self.ledger.state_dict()}
+                "own_cursor": self.own_cursor, "ledger": self.ledger.state_dict(),
+                "pools": [pool_fingerprint(p) for p in self.pools],
+                "stages": [stage_fingerprint(s) for s in self.stages]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a checkpoint of this run: same seed, batch size, pools and stages, else ValueError
+        naming what differs (version-1 checkpoints carry no fingerprints and load unchecked)."""
         for key in ("seed", "batch_size"):
             if state.get(key) != getattr(self, key):
                 raise ValueError(
                     f"sampler checkpoint has {key}={state.get(key)}, this run has {getattr(self, key)}: "
                     "resuming would not reproduce the batches"
                 )
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"sampler checkpoint version {state.get('version')} is not {STATE_VERSION}")
+        version = state.get("version")
+        if version in LEGACY_VERSIONS:
+            log.warning("sampler checkpoint version %s has no pool/stage fingerprints: not checked", version)
+        elif version != STATE_VERSION:
+            raise ValueError(f"sampler checkpoint version {version} is not {STATE_VERSION}")
+        else:
+            self._check_fingerprints(state)
         self.stage_index, self.batch_in_stage = int(state["stage_index"]), int(state["batch_in_stage"])
         self.own_cursor = int(state["own_cursor"])
         self.ledger.load_state_dict(state["ledger"])
         self._perms = {}
+
+    def _check_fingerprints(self, state: dict) -> None:
+        """ValueError naming every stage (name, band) or item pool that differs from the checkpoint's."""
+        problems = _stage_differences(state["stages"], [stage_fingerprint(s) for s in self.stages])
+        if not problems:
+            ours = [pool_fingerprint(p) for p in self.pools]
+            problems = [_pool_difference(k, self.stages[k].name, a, b)
+                        for k, (a, b) in enumerate(zip(state["pools"], ours)) if a != b]
+        if problems:
+            raise ValueError("sampler checkpoint does not match this run: " + "; ".join(problems))
+
+
+def _rewards_needed(stages: Sequence[StageConfig]) -> int:
+    """Recent rewards the ledger must hold per item: the largest window any stage reads."""
+    return max((s.retrospective.recent_window or 0 for s in stages), default=0)
+
+
+def pool_fingerprint(pool: Sequence[str]) -> dict:
+    """Size and sha256 of a pool's item ids in order (the own-band permutations depend on the order)."""
+    digest = hashlib.sha256(json.dumps(list(pool)).encode()).hexdigest()
+    return {"items": len(pool), "sha256": digest}
+
+
+def stage_fingerprint(stage: StageConfig) -> dict:
+    """What defines a stage's items: its name and its length band."""
+    return {"name": stage.name, "min_input_tokens": stage.min_input_tokens,
+            "max_input_tokens": stage.max_input_tokens}
+
+
+def _show_stage(f: dict) -> str:
+    return f"'{f['name']}' ({f['min_input_tokens']}, {f['max_input_tokens']}]"
+
+
+def _stage_differences(saved: list[dict], ours: list[dict]) -> list[str]:
+    if len(saved) != len(ours):
+        return [f"checkpoint has {len(saved)} curriculum stages [{', '.join(map(_show_stage, saved))}], "
+                f"this run has {len(ours)} [{', '.join(map(_show_stage, ours))}]"]
+    return [f"stage {k}: checkpoint has {_show_stage(a)}, this run has {_show_stage(b)}"
+            for k, (a, b) in enumerate(zip(saved, ours)) if a != b]
+
+
+def _pool_difference(k: int, name: str, saved: dict, ours: dict) -> str:
+    return (f"item pool of stage {k} '{name}' differs (checkpoint: {saved['items']} items, sha256 "
+            f"{saved['sha256'][:12]}; this run: {ours['items']} items, sha256 {ours['sha256'][:12]}): "
+            "the data, the length filter or the item order changed")

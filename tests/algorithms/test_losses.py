@@ -157,3 +157,57 @@ def test_bf16_inputs_match_float32() -> None:
     assert l16.dtype == torch.float32 and lp16.grad.dtype == torch.bfloat16
     assert l16.item() == pytest.approx(l32.item(), abs=2e-2)
     torch.testing.assert_close(lp16.grad.float(), lp32.grad, atol=1e-2, rtol=0.05)
+
+
+def _far_from_reference_batch():
+    """Valid tokens near the reference; masked positions 100 nats away from it in both directions
+    (the reference is filled with 0 off the response, as the sequence layout does)."""
+    logp = torch.tensor([[-1.0, -0.5, -100.0], [-2.0, 0.0, -100.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    ref = torch.where(mask, torch.tensor([[-1.5, -0.2, 0.0], [-1.0, 0.0, 0.0]]), 0.0)
+    ref[1, 1] = -100.0  # the other direction: policy 0, reference −100
+    return logp, ref, mask
+
+
+def test_k3_kl_far_off_the_response_gives_finite_gradients_and_unchanged_values() -> None:
+    logp, ref, mask = _far_from_reference_batch()
+    old = torch.where(mask, logp.detach(), 0.0)  # ρ = 1 on valid tokens
+    adv = torch.tensor([1.0, -1.0])
+    loss, m = policy_loss(logp, old, adv, mask, **CLIP, num_global_tokens=3, ref_logprobs=ref, kl_coef=0.1,
+                          kl_estimator="k3")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all(), logp.grad
+    assert torch.all(logp.grad[~mask] == 0)
+    # valid tokens, d = ref − logπ: ℓ = −Â·1 + 0.1·(e^d − d − 1); ∂ℓ/∂logπ = −Â + 0.1·(1 − e^d); / 3 tokens
+    valid = [(0, 0, 1.0), (0, 1, 1.0), (1, 0, -1.0)]
+    d = {(i, j): float(ref[i, j] - logp.detach()[i, j]) for i, j, _ in valid}
+    k3 = {k: math.exp(v) - v - 1 for k, v in d.items()}
+    assert loss.item() == pytest.approx(sum(-a + 0.1 * k3[i, j] for i, j, a in valid) / 3, abs=1e-6)
+    assert m["kl_ref"] == pytest.approx(sum(k3.values()) / 3, abs=1e-6)
+    for i, j, a in valid:
+        assert logp.grad[i, j].item() == pytest.approx((-a + 0.1 * (1 - math.exp(d[i, j]))) / 3, abs=1e-6)
+
+
+def test_kl_penalty_is_zero_off_the_mask_and_clamps_before_exp() -> None:
+    logp, ref, mask = _far_from_reference_batch()
+    for estimator in ("k1", "k3"):
+        kl = kl_penalty(logp, ref, estimator, mask=mask)
+        kl.sum().backward()
+        assert torch.all(kl[~mask] == 0) and torch.isfinite(logp.grad).all(), (estimator, logp.grad)
+        logp.grad = None
+    # a valid token 50 nats from the reference: e^50 − 51 is clamped to 10, with no gradient and no inf
+    lp = torch.tensor([-50.0], requires_grad=True)
+    kl = kl_penalty(lp, torch.zeros(1), "k3", mask=torch.ones(1, dtype=torch.bool))
+    kl.backward()
+    assert kl.item() == 10.0 and lp.grad.item() == 0.0
+
+
+def test_masked_positions_with_an_overflowing_ratio_stay_finite() -> None:
+    # masked position: logπ = 0 while the behaviour log-prob there is −100, so e^(logπ − old) = inf
+    logp = torch.tensor([[-1.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -100.0]])
+    mask = torch.tensor([[True, False]])
+    loss, m = policy_loss(logp, old, torch.tensor([-1.0]), mask, **CLIP, num_global_tokens=1)
+    loss.backward()
+    assert loss.item() == pytest.approx(1.0) and m["ratio_max"] == pytest.approx(1.0)  # Â=−1, ρ=1 → ℓ = 1
+    assert logp.grad.tolist() == [[pytest.approx(1.0), 0.0]]

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nemo_qwenlong.config import load_config
-from nemo_qwenlong.config.pipeline import StageConfig
-from nemo_qwenlong.curriculum.ledger import DifficultyLedger, difficulty
+from nemo_qwenlong.config.pipeline import RetrospectiveConfig, StageConfig
+from nemo_qwenlong.curriculum.ledger import DifficultyLedger, difficulty, eligible, rule_difficulty
 from nemo_qwenlong.curriculum.stages import split_by_stage, stage_steps, unplaced
 
 STAGES = load_config(None).curriculum.stages  # the paper's: (0, 20000], (20000, 60000]
@@ -47,6 +47,38 @@ def test_ledger_counts_persists_and_exports(tmp_path: Path) -> None:
     restored.load_state_dict(ledger.state_dict())
     assert restored.state_dict() == ledger.state_dict()
     rows = list(csv.DictReader(open(ledger.to_csv(tmp_path / "ledger.csv"))))
-    assert [r["item_id"] for r in rows] == ["x", "y"] and float(rows[1]["difficulty"]) == 100.0
+    assert [r["item_id"] for r in rows] == ["x", "y"]
+    low = RetrospectiveConfig().never_solved_difficulty  # y never solved: the default "low" weight
+    assert float(rows[1]["difficulty"]) == low and rows[1]["eligible"] == "True"
+    legacy = list(csv.DictReader(open(ledger.to_csv(tmp_path / "legacy.csv", 100.0))))  # the old argument: cap
+    assert float(legacy[1]["difficulty"]) == 100.0
     table = pq.read_table(ledger.to_parquet(tmp_path / "ledger.parquet")).to_pylist()
     assert table[0]["mean"] == pytest.approx(0.375) and table[0]["difficulty"] == pytest.approx(8 / 3)
+
+
+def test_ledger_keeps_recent_rewards_and_round_trips_them() -> None:
+    ledger = DifficultyLedger(keep=8)
+    ledger.observe("x", [0.0] * 8, step=1, stage="stage1")  # failed long ago
+    ledger.observe("x", [1.0] * 7 + [0.0], step=40, stage="stage1")  # solved 7 of 8 recently
+    assert ledger.mean("x") == pytest.approx(7 / 16)  # the lifetime mean is unchanged
+    assert ledger.recent_mean("x", 8) == pytest.approx(7 / 8) and ledger.recent_mean("x", None) == ledger.mean("x")
+    assert ledger.recent_mean("x", 4) == pytest.approx(3 / 4)
+    cfg = RetrospectiveConfig()
+    assert rule_difficulty(ledger.recent_mean("x", cfg.recent_window), cfg) == pytest.approx(8 / 7)  # easy now
+    assert len(ledger.entries["x"].recent) == 8  # bounded by keep
+    restored = DifficultyLedger(keep=8)
+    restored.load_state_dict(ledger.state_dict())
+    assert restored.state_dict() == ledger.state_dict() and restored.recent_mean("x", 8) == pytest.approx(7 / 8)
+    old_format = DifficultyLedger()
+    old_format.load_state_dict({"y": [4, 1.0, 3, "stage1"]})  # before recent rewards were kept
+    assert old_format.recent_mean("y", 8) == 0.25 and old_format.entries["y"].count == 4
+
+
+def test_never_solved_rule() -> None:
+    low, skip, cap = (RetrospectiveConfig(never_solved=n) for n in ("low", "skip", "cap"))
+    assert rule_difficulty(0.0, low) == low.never_solved_difficulty < 1 <= rule_difficulty(0.875, low)
+    assert rule_difficulty(0.0, cap) == cap.max_difficulty and rule_difficulty(0.125, cap) == 8.0
+    assert eligible(0.0, low) and eligible(0.0, cap) and not eligible(0.0, skip)
+    assert not eligible(1.0, low) and eligible(1.0, RetrospectiveConfig(drop_solved=False))
+    with pytest.raises(ValueError, match="zero_reward_difficulty was replaced"):
+        RetrospectiveConfig.model_validate({"zero_reward_difficulty": 100})

@@ -38,6 +38,7 @@ MANIFEST = "nql_manifest.json"
 RUN_CONFIG = "run_config.yaml"
 TRAIN_STATE = "train_state.pt"
 FORMAT = "torch_dist"
+MASTER = "fp32_param"  # LocalAdamW's fp32 master weights, saved beside the Adam moments
 log = logging.getLogger(__name__)
 
 
@@ -97,8 +98,15 @@ def _layout(policy) -> dict[str, int]:  # noqa: ANN001
             "data_parallel": ps.get_data_parallel_world_size()}
 
 
-def _sharded_state(policy, *, loading: bool) -> dict[str, Any]:  # noqa: ANN001
-    """{"model": ShardedTensors, "optimizer": ShardedTensors of the Adam moments}."""
+def _sharded_state(policy, *, loading: bool, masters: bool = False) -> dict[str, Any]:  # noqa: ANN001
+    """{"model": ShardedTensors, "optimizer": ShardedTensors of the Adam moments and fp32 masters}.
+
+    `LocalAdamW`'s fp32 master of a non-fp32 parameter is saved with that parameter's moments (before
+    the first step there are neither, and the master is the parameter); on load it is requested only
+    when the checkpoint holds masters (`masters`, from the manifest), else `weights_loaded` re-derives
+    it from the loaded weights. Masters load into fresh tensors, not the live ones, because
+    `weights_loaded` runs between the load and `_restore_optimizer`.
+    """
     from megatron.core.dist_checkpointing.optimizer import (
         get_param_id_to_sharded_param_map,
         make_sharded_optimizer_tensor,
@@ -110,6 +118,7 @@ def _sharded_state(policy, *, loading: bool) -> dict[str, Any]:  # noqa: ANN001
         return {"model": model_sd, "optimizer": opt.megatron.sharded_state_dict(model_sd, is_loading=loading)}
     id_map = get_param_id_to_sharded_param_map(model_sd, opt.params)
     moments = opt.state_tensors()
+    fp32 = opt.master_tensors() if masters or not loading else {}
     optim_sd: dict[str, Any] = {}
     for i, param in enumerate(opt.params):
         for key in ("exp_avg", "exp_avg_sq"):
@@ -119,12 +128,18 @@ def _sharded_state(policy, *, loading: bool) -> dict[str, Any]:  # noqa: ANN001
                     continue  # before the first step there is no state to save
                 tensor = torch.zeros_like(param, dtype=torch.float32)
             optim_sd[f"{key}.{i}"] = make_sharded_optimizer_tensor(id_map[i], tensor, prefix=f"optimizer.state.{key}")
+        if i in fp32 and (loading or moments[i]):
+            tensor = torch.empty_like(fp32[i]) if loading else fp32[i]
+            optim_sd[f"{MASTER}.{i}"] = make_sharded_optimizer_tensor(id_map[i], tensor,
+                                                                      prefix=f"optimizer.state.{MASTER}")
     return {"model": model_sd, "optimizer": optim_sd}
 
 
 def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, keep_last: int | None = None,  # noqa: ANN001
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Save model + optimiser at `step` (collective: every rank calls it). Returns the final folder."""
+                    extra: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> Path:
+    """Save model + optimiser at `step` (collective: every rank calls it). Returns the final folder.
+    `files` (name -> text, rank 0's) are written inside the folder before it is renamed into place,
+    so the loop state they hold is complete exactly when the weights are."""
     from megatron.core import dist_checkpointing
 
     root = Path(root)
@@ -139,14 +154,19 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
     use_in_process_write_queue()
     state = _sharded_state(policy, loading=False)
     has_optimizer_state = bool(state["optimizer"])
+    local_optimizer = not hasattr(policy.optimizer, "megatron")  # megatron-core keeps its own main params
+    has_masters = local_optimizer and any(k.startswith(f"{MASTER}.") for k in state["optimizer"])
     dist_checkpointing.save(state, str(tmp))
     dist.barrier()
     if _rank0():
         optimizer = {"kind": type(policy.optimizer).__name__, "step_count": policy.optimizer.step_count,
-                     "has_state": has_optimizer_state}
+                     "has_state": has_optimizer_state, "has_master_params": has_masters}
         rows = policy.shape.padded_vocab_size or policy.hf_config["vocab_size"]
         write_iteration_files(tmp, step=step, config_hash=config_hash, layout=_layout(policy), optimizer=optimizer,
                               hf_config=policy.hf_config, extra={"padded_vocab_size": rows, **(extra or {})})
+        for name, text in (files or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(tmp / name, text)
         if final.exists():  # re-saving a step: the old copy goes only once the new one is complete
             shutil.rmtree(final)
         tmp.rename(final)
@@ -229,7 +249,8 @@ def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_o
     if config_hash is not None and manifest.get("config_hash") != config_hash:
         log.warning("resuming %s saved with config %s under config %s", iter_dirname(step),
                     manifest.get("config_hash"), config_hash)
-    state = _sharded_state(policy, loading=True)
+    masters = manifest["optimizer"].get("has_master_params", False)
+    state = _sharded_state(policy, loading=True, masters=masters)
     if not (load_optimizer and manifest["optimizer"]["has_state"]):
         state.pop("optimizer")
     loaded = dist_checkpointing.load(state, str(root / iter_dirname(step)))
@@ -252,7 +273,13 @@ def _restore_optimizer(opt, loaded: dict[str, Any], step_count: int) -> None:  #
         opt.step_count = step_count
         return
     tensors: dict[int, dict[str, torch.Tensor]] = {}
+    masters: dict[int, torch.Tensor] = {}
     for name, tensor in loaded.items():
         key, index = name.rsplit(".", 1)
-        tensors.setdefault(int(index), {})[key] = tensor
+        if key == MASTER:
+            masters[int(index)] = tensor
+        else:
+            tensors.setdefault(int(index), {})[key] = tensor
     opt.set_state_tensors(tensors, step_count)
+    if masters:
+        opt.set_master_tensors(masters)

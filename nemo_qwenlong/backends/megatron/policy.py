@@ -191,9 +191,10 @@ class MegatronPolicy:
         return cp_merge(parts)
 
     def _micro_batches(self, rows: Rows) -> Iterator[tuple[list[int], Rows, SequenceLayout]]:
-        """(row indices, rows, their sequence layout) per token-budgeted micro-batch."""
+        """(row indices, rows, their sequence layout) per micro-batch; the budget counts the padded
+        rows × S the layout builds (S rounded up to `self.multiple`), longest rows first."""
         lengths = (rows.prompt_lengths + rows.response_lengths).tolist()
-        for idx in micro_batches_by_tokens(lengths, self.micro_batch_tokens):
+        for idx in micro_batches_by_tokens(lengths, self.micro_batch_tokens, multiple=self.multiple):
             mb = rows.select(idx)
             yield idx, mb, self._layout(mb)
 
@@ -232,15 +233,17 @@ class MegatronPolicy:
     def rl_loss(self, rl: RLConfig):
         """Loss callable for `accumulate_gradients` from the RL settings (DAPO/GRPO, spec §4.3)."""
         def loss(mb: RolloutBatch, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
-            for field in ("old_logprobs", "advantages"):
-                if getattr(mb, field) is None:
-                    raise ValueError(f"RolloutBatch.{field} is required for the RL loss")
+            if mb.advantages is None:
+                raise ValueError("RolloutBatch.advantages is required for the RL loss")
             with_entropy = rl.entropy_coef > 0
             lp, ent = self._sequence_logprobs(layout, with_entropy=with_entropy)
             seq = lambda t, fill=0.0: self._split(to_sequence_layout(t, layout, fill))  # noqa: E731
             ref = seq(mb.ref_logprobs) if rl.kl_coef > 0 else None
+            # No old log-probs: one update per rollout batch, so the behaviour policy *is* the current
+            # one and the ratio is exactly 1 (its gradient is the policy gradient; loops.rl skips the pass).
+            old = lp.detach() if mb.old_logprobs is None else seq(mb.old_logprobs)
             return policy_loss(
-                lp, seq(mb.old_logprobs), mb.advantages.to(self.device), seq(mb.response_mask, False),
+                lp, old, mb.advantages.to(self.device), seq(mb.response_mask, False),
                 clip_low=rl.clip_low, clip_high=rl.clip_high, level=rl.loss_level, dual_clip=rl.dual_clip,
                 num_global_tokens=count, num_global_sequences=count, ref_logprobs=ref, kl_coef=rl.kl_coef,
                 kl_estimator=rl.kl_estimator, entropy=ent, entropy_coef=rl.entropy_coef,

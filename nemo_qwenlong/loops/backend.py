@@ -1,0 +1,152 @@
+"""Building the real objects a run needs from its config: model files, the Megatron policy, the
+rollout engine, the reward, HF exports. Heavy imports happen inside the functions (backends only).
+
+Layout under the run directory:
+    model/hf_init/          the starting HF folder (tiny-random: built here; hf: model.path's copy is not made)
+    model/megatron_init/    the starting Megatron checkpoint (converted once, by rank 0)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemo_qwenlong.loops import dist
+
+log = logging.getLogger(__name__)
+TOKENIZER_FILES_DIR = "tokenizer"
+
+
+@dataclass
+class ModelFiles:
+    hf_dir: Path  # tokenizer + architecture the engine starts from
+    megatron_dir: Path  # the starting weights
+    manifest: dict[str, Any]
+
+
+def _tiny_tokenizer(cfg: Any, out: Path):  # noqa: ANN202
+    from nemo_qwenlong.backends.hf.tiny import build_tiny_tokenizer
+
+    if cfg.data.synthetic.kind == "tiny":
+        from nemo_qwenlong.data.tiny_task import tokenizer_corpus, tokenizer_extra_tokens
+
+        return build_tiny_tokenizer(out, vocab_size=min(cfg.model.tiny.vocab_size, 512), corpus=tokenizer_corpus(),
+                                    extra_tokens=tokenizer_extra_tokens())
+    return build_tiny_tokenizer(out, vocab_size=min(cfg.model.tiny.vocab_size, 512))
+
+
+def prepare_model_files(cfg: Any, run_dir: Path) -> ModelFiles:
+    """The starting HF and Megatron folders (made once, on rank 0; reused on resume)."""
+    from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+    from nemo_qwenlong.backends.megatron.convert import hf_to_megatron_checkpoint, megatron_to_hf_checkpoint
+
+    root = run_dir / "model"
+    hf_dir, meg_dir = root / "hf_init", root / "megatron_init"
+    if dist.is_rank0():
+        if cfg.model.source == "tiny-random" and not (hf_dir / "config.json").is_file():
+            from nemo_qwenlong.backends.hf.tiny import build_tiny_qwen2
+
+            build_tiny_qwen2(hf_dir, cfg.model.tiny, seed=cfg.seed, tokenizer=_tiny_tokenizer(cfg, hf_dir))
+        if cfg.model.source == "hf":
+            hf_dir = Path(cfg.model.path)
+        if cfg.model.source == "megatron":
+            meg_dir = Path(cfg.model.path)
+            if not (hf_dir / "config.json").is_file():
+                print(megatron_to_hf_checkpoint(meg_dir, hf_dir, dtype=cfg.model.dtype).line())
+        elif ckpt.latest_step(meg_dir) is None:
+            print(hf_to_megatron_checkpoint(hf_dir, meg_dir).line())
+    hf_dir, meg_dir = dist.broadcast((hf_dir, meg_dir))
+    step = ckpt.latest_step(meg_dir)
+    return ModelFiles(hf_dir, meg_dir, ckpt.read_manifest(meg_dir, step))
+
+
+def build_policy(cfg: Any, files: ModelFiles, *, phase: str, total_steps: int):  # noqa: ANN201
+    from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
+
+    return MegatronPolicy.from_run_config(cfg, files.manifest["hf_config"], phase=phase, total_steps=total_steps,
+                                          padded_vocab_size=files.manifest.get("padded_vocab_size"))
+
+
+def load_weights(policy: Any, root: Path, *, optimizer: bool, config_hash: str | None = None) -> dict[str, Any]:
+    from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+
+    return ckpt.load_checkpoint(policy, root, load_optimizer=optimizer, config_hash=config_hash)
+
+
+def build_engine(cfg: Any, hf_dir: Path):  # noqa: ANN201
+    """The rollout engine (rank 0 only). vLLM in-process, or the transformers reference."""
+    if not dist.is_rank0():
+        return None
+    max_len = cfg.model.tiny.max_position_embeddings if cfg.model.source == "tiny-random" else None
+    if cfg.rollout.backend == "vllm":
+        if dist.world() > 1:
+            raise ValueError(
+                f"rollout.backend='vllm' under {dist.world()} ranks: the in-process engine needs its own process "
+                "group (multi-rank engines are the cluster path); use rollout.backend=hf for multi-rank CPU runs")
+        from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
+
+        if max_len is None:
+            max_len = json.loads((hf_dir / "config.json").read_text()).get("max_position_embeddings", 32768)
+        return VLLMGenerator.from_rollout_config(hf_dir, cfg.rollout, dtype=cfg.model.dtype, max_model_len=max_len,
+                                                 seed=cfg.seed)
+    from nemo_qwenlong.backends.hf.generator import HFGenerator
+
+    return HFGenerator(hf_dir, dtype=cfg.model.dtype)
+
+
+def load_tokenizer(hf_dir: Path):  # noqa: ANN201
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(hf_dir), trust_remote_code=False)
+
+
+def tokenizer_files(hf_dir: Path) -> dict[str, str]:
+    """The tokenizer's text files, to be stored inside every checkpoint (`tokenizer/`)."""
+    from nemo_qwenlong.backends.hf.checkpoint import TOKENIZER_FILES
+
+    return {f"{TOKENIZER_FILES_DIR}/{n}": (hf_dir / n).read_text(encoding="utf-8")
+            for n in TOKENIZER_FILES if (hf_dir / n).is_file()}
+
+
+def export_hf(cfg: Any, policy: Any, hf_src: Path, out: Path) -> Path:
+    """The policy's current weights as an HF folder vLLM serves (collective; rank 0 writes). Same
+    files as `convert megatron-to-hf`: sharded safetensors, config (YaRN when model.yarn), tokenizer."""
+    from nemo_qwenlong.backends.hf.checkpoint import (
+        cast,
+        copy_tokenizer_files,
+        export_config,
+        generation_config,
+        write_sharded_safetensors,
+    )
+    from nemo_qwenlong.backends.megatron.convert import staged_output
+
+    tensors = ((n, cast(t, cfg.model.dtype)) for n, t in policy.state_dict_for_refit()
+               if not (n == "lm_head.weight" and policy.shape.tie_word_embeddings))
+    if not dist.is_rank0():
+        for _ in tensors:  # the TP gathers are collective
+            pass
+        dist.barrier()
+        return out
+    with staged_output(out) as tmp:
+        write_sharded_safetensors(tensors, tmp, 4 * 2**30)
+        yarn = cfg.model.yarn
+        out_cfg = export_config(policy.hf_config, yarn_factor=yarn.factor if yarn else None,
+                                yarn_original_max=yarn.original_max_position_embeddings if yarn else 32768)
+        out_cfg["torch_dtype"] = out_cfg["dtype"] = cfg.model.dtype
+        (tmp / "config.json").write_text(json.dumps(out_cfg, indent=2) + "\n")
+        copy_tokenizer_files(hf_src, tmp)
+        if not (tmp / "generation_config.json").is_file():
+            (tmp / "generation_config.json").write_text(json.dumps(generation_config(policy.hf_config), indent=2))
+    dist.barrier()
+    return out
+
+
+def hf_tensors(hf_dir: Path):  # noqa: ANN201
+    """(name, tensor) from an HF folder's safetensors, one file at a time (for refitting an engine)."""
+    from safetensors.torch import load_file
+
+    for path in sorted(hf_dir.glob("*.safetensors")):
+        yield from load_file(str(path)).items()

@@ -1,0 +1,94 @@
+"""The `data` stage: training pools per curriculum stage, validation and held-out sets, SFT data.
+
+With `data.synthetic.kind: tiny` it generates the tiny QA task (`data.tiny_task`) and a tokenizer
+that holds its names as single tokens; otherwise it loads `data.train_path` / `data.val_path` /
+`evaluation.heldout_path`. Either way it writes `<stage dir>/data.json`: the files, item counts,
+and each curriculum stage's pool after the length filter (`curriculum.stages`), with what was
+filtered, so a resumed run can check that its data is the data it started with (`fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemo_qwenlong.data.loaders import load_items, write_docqa_parquet
+from nemo_qwenlong.data.schema import DocQAItem
+from nemo_qwenlong.fsio import atomic_write_text
+
+DATA_JSON = "data.json"
+
+
+@dataclass
+class PreparedData:
+    train: list[DocQAItem]
+    val: list[DocQAItem]
+    heldout: list[DocQAItem]
+    sft_path: str | None
+    info: dict[str, Any]
+
+
+def fingerprint(items: list[DocQAItem]) -> str:
+    h = hashlib.sha1()
+    for it in items:
+        h.update(json.dumps([it.item_id, it.messages, it.ground_truth], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def generate_tiny(cfg: Any, out: Path) -> dict[str, str]:
+    """Write the tiny task's files into `out`; returns their paths by role."""
+    from nemo_qwenlong.data.sft import SFTExample, write_sft_jsonl
+    from nemo_qwenlong.data.tiny_task import TinyTaskSpec, sft_response, tiny_items
+
+    syn = cfg.data.synthetic
+    train, val, heldout, sft = [], [], [], []
+    for k, stage in enumerate(cfg.curriculum.stages):
+        spec = TinyTaskSpec(syn.facts[k], *syn.filler[k])
+        train += tiny_items(syn.train_per_stage, seed=cfg.seed, spec=spec, split="train", band=stage.name)
+        val += tiny_items(syn.val_per_stage, seed=cfg.seed + 10_000, spec=spec, split="heldout", band=stage.name)
+        heldout += tiny_items(syn.heldout_per_stage, seed=cfg.seed, spec=spec, split="heldout", band=stage.name)
+        per_stage = syn.sft_items // len(cfg.curriculum.stages)
+        sft += tiny_items(per_stage, seed=cfg.seed + 20_000, spec=spec, split="train", band=stage.name)
+    paths = {"train": out / "train.parquet", "val": out / "val.parquet", "heldout": out / "heldout.parquet",
+             "sft": out / "sft.jsonl"}
+    for role, items in (("train", train), ("val", val), ("heldout", heldout)):
+        write_docqa_parquet(items, paths[role])
+    write_sft_jsonl((SFTExample(it.messages, sft_response(it)) for it in sft), paths["sft"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _load(path: str | None, fmt: str, skip_invalid: bool) -> list[DocQAItem]:
+    if not path:
+        return []
+    items, _ = load_items(path, fmt, skip_invalid=skip_invalid)  # type: ignore[arg-type]
+    return items
+
+
+def prepare(cfg: Any, stage_dir: Path) -> PreparedData:
+    """Run (or re-read) the data stage into `stage_dir`."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.data.synthetic.kind == "tiny":
+        files = generate_tiny(cfg, stage_dir)
+        fmt = "docqa_parquet"
+    else:
+        files = {"train": cfg.data.train_path, "val": cfg.data.val_path,
+                 "heldout": cfg.evaluation.heldout_path or cfg.data.val_path, "sft": cfg.sft.train_path}
+        fmt = cfg.data.format
+    train = _load(files["train"], fmt, cfg.data.skip_invalid)
+    val = _load(files["val"], fmt, cfg.data.skip_invalid)
+    heldout = _load(files["heldout"], fmt if cfg.data.synthetic.kind == "tiny" or cfg.evaluation.heldout_path is None
+                    else cfg.data.format, cfg.data.skip_invalid)
+    info = {"files": files, "counts": {"train": len(train), "val": len(val), "heldout": len(heldout)},
+            "fingerprint": {"train": fingerprint(train), "val": fingerprint(val), "heldout": fingerprint(heldout)}}
+    return PreparedData(train, val, heldout, files.get("sft"), info)
+
+
+def write_info(stage_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_text(stage_dir / DATA_JSON, json.dumps(info, indent=2))
+
+
+def read_info(stage_dir: Path) -> dict[str, Any]:
+    return json.loads((stage_dir / DATA_JSON).read_text())

@@ -1,0 +1,528 @@
+"""`nemo-qwenlong run`: the stages a recipe names (`pipeline`), in order, each in its own folder.
+
+    <run dir>/config.yaml            the resolved config (a resume must match it)
+    <run dir>/metrics.jsonl          one row per SFT optimiser step and per RL step, each once
+    <run dir>/NN-data/               data.json (+ the generated files for the tiny task)
+    <run dir>/NN-sft/                checkpoints/, hf/ (the SFT checkpoint as HF, for the eval)
+    <run dir>/NN-rl-<stage>/         checkpoints/ (global RL step numbers), difficulty_ledger.csv
+    <run dir>/NN-export/hf/          the final policy as an HF folder (vLLM serves it)
+    <run dir>/NN-eval/               results-<model>.jsonl, eval.json
+    <run dir>/plots/, summary.json, summary.md
+
+A finished stage writes `stage.json`; `--resume auto` skips those and continues the unfinished
+one from its newest complete checkpoint (model, optimiser and LR schedule, sampler and ledger,
+RNGs; rollout seeds derive from the step). SIGTERM/SIGUSR1 checkpoint at the next step boundary
+and exit 0 (`Preempted`).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nemo_qwenlong.config import RunConfig
+from nemo_qwenlong.config.loader import to_yaml
+from nemo_qwenlong.fsio import atomic_write_text
+from nemo_qwenlong.loops import dist, state
+from nemo_qwenlong.loops.metrics import MetricsLog, start_wandb
+from nemo_qwenlong.loops.preemption import Preempted, PreemptionFlag
+
+log = logging.getLogger(__name__)
+STAGE_JSON = "stage.json"
+
+
+class RunError(RuntimeError):
+    """An anticipated problem (bad output folder, resume mismatch): the CLI prints it and exits 2."""
+
+
+@dataclass
+class RunOptions:
+    output: Path | None = None
+    resume: str = "auto"  # auto | never
+    max_steps: int | None = None
+    progress: bool = True
+
+
+# ---- run directory and resume checks ------------------------------------------------------------
+
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha1(to_yaml(cfg).encode()).hexdigest()[:16]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    a, b = _flatten(saved), _flatten(current)
+    return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def open_run_dir(cfg: RunConfig, opts: RunOptions) -> tuple[Path, bool]:
+    """(run dir, resuming?) after the checks; writes config.yaml for a new run."""
+    run_dir = opts.output or Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    saved = run_dir / "config.yaml"
+    resuming = saved.is_file()
+    if resuming and opts.resume == "never":
+        raise RunError(f"{run_dir} already holds a run (config.yaml); use --resume auto to continue it, "
+                       "or choose a new --output")
+    if not resuming and run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} exists, is not empty and holds no run (no config.yaml); choose a new --output")
+    if resuming:
+        diffs = config_differences(yaml.safe_load(saved.read_text()), yaml.safe_load(to_yaml(cfg)))
+        if diffs:
+            raise RunError(f"{run_dir} was started with another config; resuming it would not reproduce the run. "
+                           "Differences:\n  " + "\n  ".join(diffs))
+    elif dist.is_rank0():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, to_yaml(cfg))
+    dist.barrier()
+    return run_dir, resuming
+
+
+def stage_dirs(cfg: RunConfig, run_dir: Path) -> dict[str, Path]:
+    names: list[str] = []
+    for stage in cfg.pipeline:
+        names += [f"rl-{s.name}" for s in cfg.curriculum.stages] if stage == "rl" else [stage]
+    return {n: run_dir / f"{i:02d}-{n}" for i, n in enumerate(names)}
+
+
+def stage_done(folder: Path) -> dict[str, Any] | None:
+    path = folder / STAGE_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mark_done(folder: Path, info: dict[str, Any]) -> None:
+    if dist.is_rank0():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / STAGE_JSON, json.dumps({"done": True, **info}, indent=2, default=str))
+    dist.barrier()
+
+
+# ---- console progress ----------------------------------------------------------------------------
+
+class Console:
+    """tqdm bars on a TTY (generation, scoring, updates); one line per step either way (rank 0)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bars = enabled and sys.stderr.isatty() and dist.is_rank0()
+        self._bar: Any = None
+        self._what = ""
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        if not self.bars:
+            return
+        from tqdm import tqdm
+
+        if self._bar is None or self._what != what or done == 1:
+            self.close()
+            self._bar, self._what = tqdm(total=total, desc=what, unit="item", leave=False), what
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def line(self, text: str) -> None:
+        self.close()
+        if dist.is_rank0():
+            print(text, flush=True)
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+class Run:
+    def __init__(self, cfg: RunConfig, opts: RunOptions) -> None:
+        self.cfg, self.opts = cfg, opts
+        self.started = time.perf_counter()
+        self.flag = PreemptionFlag()
+        self.console = Console(opts.progress and cfg.logging.progress_bars)
+        self.policy: Any = None
+        self.engine: Any = None
+        self.rl_done_step = 0
+
+    # -- setup
+    def start(self) -> None:
+        from nemo_qwenlong.backends.megatron.parallel import init_parallel
+        from nemo_qwenlong.cli.common import quiet_backends
+
+        quiet_backends()
+        self._check_supported()
+        p = self.cfg.parallelism
+        init_parallel(tensor_parallel=p.tensor_parallel, context_parallel=p.context_parallel,
+                      backend=p.dist_backend, seed=self.cfg.seed)
+        self.run_dir, self.resuming = open_run_dir(self.cfg, self.opts)
+        self.dirs = stage_dirs(self.cfg, self.run_dir)
+        self.hash = config_hash(self.cfg)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl",
+                                  wandb_run=start_wandb(self.cfg, self.run_dir) if dist.is_rank0() else None)
+        self.console.line(f"run dir: {self.run_dir} ({'resuming' if self.resuming else 'new run'}; "
+                          f"stages: {', '.join(self.dirs)})")
+
+    def _check_supported(self) -> None:
+        cfg = self.cfg
+        if cfg.rl.kl_coef > 0:
+            raise RunError(f"rl.kl_coef={cfg.rl.kl_coef}: `run` holds no reference policy yet (the released DAPO "
+                           "settings use 0); set rl.kl_coef=0")
+        for i, s in enumerate(cfg.curriculum.stages):
+            if s.reset_optimizer or s.reset_lr_schedule:
+                raise RunError(f"curriculum.stages.{i}: reset_optimizer/reset_lr_schedule are not supported by "
+                               "`run` yet; set both to false (the optimiser and schedule continue across stages)")
+
+    # -- stages
+    def run(self) -> dict[str, Any]:
+        self.start()
+        self.flag.install()
+        try:
+            self.data = self.data_stage()
+            self.files = self._model_files()
+            from nemo_qwenlong.loops.backend import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.files.hf_dir)
+            if "sft" in self.cfg.pipeline:
+                self.sft_stage()
+            if "rl" in self.cfg.pipeline:
+                self.rl_stages()
+            if "export" in self.cfg.pipeline:
+                self.export_stage()
+            if "eval" in self.cfg.pipeline:
+                self.eval_stage()
+            return self.finish()
+        finally:
+            self.flag.uninstall()
+            self.console.close()
+
+    def data_stage(self):  # noqa: ANN201
+        from nemo_qwenlong.loops import data_stage
+
+        folder = self.dirs.get("data", self.run_dir / "data")
+        data = data_stage.prepare(self.cfg, folder) if dist.is_rank0() else None
+        data = dist.broadcast(data)
+        done = stage_done(folder)
+        if done and done["fingerprint"] != data.info["fingerprint"]:
+            raise RunError(f"the data differs from the data this run started with ({folder / STAGE_JSON}: "
+                           f"{done['fingerprint']}, now {data.info['fingerprint']}); start a new run")
+        if not done:
+            mark_done(folder, data.info)
+            self.console.line(f"data: {data.info['counts']}")
+        return data
+
+    def _model_files(self):  # noqa: ANN201
+        from nemo_qwenlong.loops.backend import prepare_model_files
+
+        return prepare_model_files(self.cfg, self.run_dir)
+
+    def _drop_policy(self) -> None:
+        self.policy = None
+        gc.collect()
+
+    def _dp(self) -> tuple[int, int]:
+        import torch.distributed as tdist
+
+        g = self.policy.dp_group
+        return tdist.get_rank(g), tdist.get_world_size(g)
+
+    def _save(self, root: Path, step: int, loop: dict[str, Any]) -> None:
+        from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+        from nemo_qwenlong.loops.backend import tokenizer_files
+
+        files = {state.LOOP_STATE: state.dumps(loop | {"rng": state.rng_state(), "config_hash": self.hash,
+                                                       "data": self.data.info["fingerprint"]})}
+        files |= tokenizer_files(self.files.hf_dir)
+        ckpt.save_checkpoint(self.policy, root, step, config_hash=self.hash, keep_last=self.cfg.checkpoint.keep_last,
+                             files=files)
+
+    # -- SFT
+    def sft_stage(self) -> None:
+        from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+        from nemo_qwenlong.data.sft import load_sft
+        from nemo_qwenlong.loops import sft
+        from nemo_qwenlong.loops.backend import build_policy, export_hf, load_weights
+        from nemo_qwenlong.loops.encode import prompt_ids, response_ids
+
+        folder = self.dirs["sft"]
+        if stage_done(folder):
+            return
+        cfg = self.cfg
+        enc = lambda exs: [(prompt_ids(self.tokenizer, e.messages), response_ids(self.tokenizer, e.response))  # noqa: E731
+                           for e in exs]
+        val = enc(load_sft(cfg.sft.val_path)) if cfg.sft.val_path else None
+        data = sft.split_examples(enc(load_sft(self.data.sft_path)), max_seq_len=cfg.sft.max_seq_len,
+                                  val_fraction=cfg.sft.val_fraction, seed=cfg.seed, val=val)
+        steps = sft.total_steps(len(data.train), cfg.sft)
+        self.policy = build_policy(cfg, self.files, phase="sft", total_steps=steps)
+        root = folder / "checkpoints"
+        start = ckpt.latest_step(root) or 0
+        if start:
+            load_weights(self.policy, root, optimizer=True, config_hash=self.hash)
+            state.set_rng_state(state.load(root / ckpt.iter_dirname(start))["rng"])
+        else:
+            load_weights(self.policy, self.files.megatron_dir, optimizer=False)
+        self.metrics.truncate_after("sft", start) if dist.is_rank0() else None
+        self.console.line(f"sft: {len(data.train)} examples ({len(data.val)} for validation, "
+                          f"{data.dropped_too_long} over sft.max_seq_len dropped), {steps} steps"
+                          + (f", resuming after step {start}" if start else ""))
+        dp_rank, dp_size = self._dp()
+
+        def show(step: int, total: int, row: dict) -> None:
+            if step % self.cfg.logging.log_every_steps == 0 or step == total or "val_loss" in row:
+                val = f"  val loss {row['val_loss']:.4f}" if "val_loss" in row else ""
+                self.console.line(f"sft step {step}/{total}: loss {row['loss']:.4f}  lr {row['lr']:.2e}{val}")
+
+        sft.run_sft(self.policy, data, cfg.sft, seed=cfg.seed, start_step=start, dp_rank=dp_rank, dp_size=dp_size,
+                    log_row=self._log_row, save=lambda s: self._save(root, s, {"phase": "sft", "step": s}),
+                    should_stop=self.flag.requested, save_every=cfg.checkpoint.save_every_steps, progress=show)
+        export_hf(cfg, self.policy, self.files.hf_dir, folder / "hf")
+        mark_done(folder, {"steps": steps, "checkpoint": str(root / ckpt.iter_dirname(steps)), "hf": str(folder / "hf")})
+        self._drop_policy()
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        if dist.is_rank0():
+            self.metrics.write(row)
+
+    # -- RL
+    def _stage_lengths(self) -> tuple[list[list[str]], list[int]]:
+        from nemo_qwenlong.curriculum.stages import split_by_stage
+
+        lengths = {x: len(p) for x, p in self.prompts.items()}
+        splits = split_by_stage([it.item_id for it in self.data.train], lengths, self.cfg.curriculum.stages)
+        pools = [s.item_ids for s in splits]
+        steps = [stage_steps(s, len(pool), self.cfg.rl.gen_batch_size, self.cfg.curriculum.drop_last)
+                 for s, pool in zip(self.cfg.curriculum.stages, pools)]
+        for s, pool, n in zip(self.cfg.curriculum.stages, pools, steps):
+            if not pool:
+                raise RunError(f"curriculum stage '{s.name}' has no training items with {s.min_input_tokens} < "
+                               f"prompt tokens <= {s.max_input_tokens} (check the data or the stage bands)")
+            if n == 0:
+                raise RunError(f"curriculum stage '{s.name}': {len(pool)} items make 0 steps of "
+                               f"rl.gen_batch_size={self.cfg.rl.gen_batch_size} with drop_last")
+        return pools, steps
+
+    def _encode_items(self) -> None:
+        from nemo_qwenlong.loops.encode import prompt_ids
+
+        items = self.data.train + self.data.val + self.data.heldout
+        self.items = {it.item_id: it for it in items}
+        self.prompts = {it.item_id: prompt_ids(self.tokenizer, it.messages) for it in items}
+
+    def _latest_rl(self) -> tuple[Path | None, int]:
+        from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+
+        best: tuple[Path | None, int] = (None, 0)
+        for s in self.cfg.curriculum.stages:
+            root = self.dirs[f"rl-{s.name}"] / "checkpoints"
+            step = ckpt.latest_step(root) if root.is_dir() else None
+            if step and step > best[1]:
+                best = (root, step)
+        return best
+
+    def _rl_env(self, total_steps: int):  # noqa: ANN202
+        from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+        from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
+        from nemo_qwenlong.loops.backend import build_engine, build_policy, load_weights
+        from nemo_qwenlong.loops.rl import RLEnv, refit
+        from nemo_qwenlong.rewards.hybrid import build_reward
+
+        cfg = self.cfg
+        self._encode_items()
+        pools, steps = self._stage_lengths()
+        self.policy = build_policy(cfg, self.files, phase="rl", total_steps=total_steps)
+        sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed)
+        root, step = self._latest_rl()
+        loop: dict[str, Any] = {"step": 0, "stage_index": 0, "stage_step": 0}
+        if root is not None:
+            load_weights(self.policy, root, optimizer=True, config_hash=self.hash)
+            loop = state.load(root / ckpt.iter_dirname(step))
+            if loop.get("data") != self.data.info["fingerprint"]:
+                raise RunError(f"{root}: checkpoint was trained on other data ({loop.get('data')}, now "
+                               f"{self.data.info['fingerprint']}); start a new run")
+            sampler.load_state_dict(loop["sampler"])
+            state.set_rng_state(loop["rng"])
+        elif "sft" in cfg.pipeline:
+            load_weights(self.policy, self.dirs["sft"] / "checkpoints", optimizer=False)
+        else:
+            load_weights(self.policy, self.files.megatron_dir, optimizer=False)
+        self.engine = self.engine or build_engine(cfg, self.files.hf_dir)
+        reward = build_reward(cfg.reward, run_dir=str(self.run_dir)) if dist.is_rank0() else None
+        dp_rank, dp_size = self._dp()
+        env = RLEnv(cfg, self.policy, self.engine, reward, self.tokenizer, self.items, self.prompts, sampler,
+                    dp_rank, dp_size, self.console.progress)
+        self.policy.prepare_for_generation()
+        refit(env, None)  # the engine starts from the policy's weights, whatever hf_init held
+        return env, loop, steps
+
+    def rl_stages(self) -> None:
+        from nemo_qwenlong.loops.rl import rl_step
+
+        stages = self.cfg.curriculum.stages
+        if all(stage_done(self.dirs[f"rl-{s.name}"]) for s in stages):
+            self.rl_done_step = stage_done(self.dirs[f"rl-{stages[-1].name}"])["last_step"]
+            return
+        self._encode_items()
+        _, steps = self._stage_lengths()
+        env, loop, steps = self._rl_env(sum(steps))
+        step = int(loop["step"])
+        self.metrics.truncate_after("rl", step) if dist.is_rank0() else None
+        budget = self.opts.max_steps
+        for k, stage in enumerate(stages):
+            folder = self.dirs[f"rl-{stage.name}"]
+            first, last = sum(steps[:k]), sum(steps[:k + 1])
+            if stage_done(folder) or step >= last:
+                continue
+            env.sampler.set_stage(k)
+            self.console.line(f"rl stage {stage.name}: steps {first + 1}-{last}, prompts in "
+                              f"({stage.min_input_tokens}, {stage.max_input_tokens}] tokens, {len(env.sampler.pools[k])} "
+                              f"items, retrospective share {stage.retrospective.share}")
+            while step < last:
+                if budget is not None and step >= budget:
+                    self.rl_done_step = step
+                    self.console.line(f"--max-steps {budget} reached after RL step {step}")
+                    return
+                step += 1
+                row = rl_step(env, k, step)
+                if step % self.cfg.logging.val_every_steps == 0 and env.sampler and self.data.val:
+                    row["val_accuracy"] = self._accuracy(env, [it for it in self.data.val], step)
+                self._log_row(row)
+                self._show_rl(row, last)
+                stop = self.flag.requested()
+                end = step == last or (budget is not None and step >= budget)
+                if stop or end or step % self.cfg.checkpoint.save_every_steps == 0:
+                    self._save(folder / "checkpoints", step, {"phase": "rl", "step": step, "stage_index": k,
+                                                               "sampler": env.sampler.state_dict()})
+                if stop:
+                    raise Preempted(f"RL step {step}")
+            if dist.is_rank0():
+                env.sampler.ledger.to_csv(folder / "difficulty_ledger.csv")
+            mark_done(folder, {"last_step": step, "checkpoint": str(folder / "checkpoints")})
+        self.rl_done_step = step
+
+    def _accuracy(self, env: Any, items: list, step: int) -> float:
+        from nemo_qwenlong.loops.rl import evaluate_items
+
+        cfg = self.cfg
+        results = evaluate_items(env, items, temperature=cfg.rollout.val_temperature,
+                                 max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed + step)
+        return sum(r["correct"] for r in results) / len(results)
+
+    def _show_rl(self, row: dict[str, Any], last: int) -> None:
+        if row["step"] % self.cfg.logging.log_every_steps and row["step"] != last:
+            return
+        val = f"  val acc {row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
+        self.console.line(
+            f"rl step {row['step']}/{last} [{row['stage']}]: reward {row['reward_mean']:+.3f}  acc {row['accuracy']:.3f}  "
+            f"loss {row['loss']:+.4f}  kept {row['dynamic_sampling/kept_fraction']:.2f} in "
+            f"{int(row['dynamic_sampling/rounds'])} round(s)  |Δlogp| {row.get('logprob_abs_diff_max', float('nan')):.1e}  "
+            f"{row['time/step_s']:.1f} s{val}")
+
+    # -- export and eval
+    def _final_policy(self) -> None:
+        """The policy with the run's final weights (already in memory after RL, else loaded)."""
+        if self.policy is not None:
+            return
+        from nemo_qwenlong.loops.backend import build_policy, load_weights
+
+        root, _ = self._latest_rl()
+        if root is None and "sft" in self.cfg.pipeline:
+            root = self.dirs["sft"] / "checkpoints"
+        self.policy = build_policy(self.cfg, self.files, phase="rl", total_steps=1)
+        load_weights(self.policy, root or self.files.megatron_dir, optimizer=False)
+
+    def export_stage(self) -> None:
+        import shutil
+
+        from nemo_qwenlong.loops.backend import export_hf
+
+        folder = self.dirs["export"]
+        done = stage_done(folder)
+        step = self.rl_done_step or self._latest_rl()[1]
+        if done and done.get("rl_step") == step:
+            return
+        if done and dist.is_rank0():  # RL went on since: export again
+            shutil.rmtree(folder / "hf", ignore_errors=True)
+        dist.barrier()
+        self._final_policy()
+        out = export_hf(self.cfg, self.policy, self.files.hf_dir, folder / "hf")
+        mark_done(folder, {"rl_step": step, "hf": str(out)})
+        self.console.line(f"export: {out} (after RL step {step})")
+
+    def eval_stage(self) -> None:
+        from nemo_qwenlong.loops.backend import build_engine, hf_tensors
+        from nemo_qwenlong.loops.rl import RLEnv, evaluate_items
+        from nemo_qwenlong.rewards.hybrid import build_reward
+
+        folder = self.dirs["eval"]
+        step = self.rl_done_step or self._latest_rl()[1]
+        done = stage_done(folder)
+        if done and done.get("rl_step") == step:
+            self.eval_result = done
+            return
+        cfg = self.cfg
+        self._encode_items()
+        items = self.data.heldout[: cfg.evaluation.max_items]
+        models = {}
+        if cfg.evaluation.compare_sft and "sft" in cfg.pipeline:
+            models["sft"] = self.dirs["sft"] / "hf"
+        models["rl" if "rl" in cfg.pipeline else "final"] = self.dirs["export"] / "hf"
+        self.engine = self.engine or build_engine(cfg, self.files.hf_dir)
+        reward = build_reward(cfg.reward, run_dir=str(self.run_dir)) if dist.is_rank0() else None
+        env = RLEnv(cfg, None, self.engine, reward, self.tokenizer, self.items, self.prompts, None,
+                    progress=self.console.progress)
+        accuracy: dict[str, float] = {}
+        by_band: dict[str, dict[str, float]] = {}
+        for name, hf_dir in models.items():
+            if dist.is_rank0():
+                self.engine.load_weights(hf_tensors(hf_dir), bucket_bytes=cfg.rollout.refit_bucket_mb * 2**20)
+            results = evaluate_items(env, items, temperature=cfg.evaluation.temperature,
+                                     max_new_tokens=cfg.evaluation.max_new_tokens or cfg.rollout.max_new_tokens,
+                                     seed=cfg.seed, what=f"eval {name}")
+            accuracy[name] = sum(r["correct"] for r in results) / len(results)
+            by_band[name] = _band_accuracy(results)
+            if dist.is_rank0():
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(folder / f"results-{name}.jsonl", "".join(json.dumps(r) + "\n" for r in results))
+            self.console.line(f"eval {name}: held-out accuracy {accuracy[name]:.3f} over {len(results)} items")
+        self.eval_result = {"rl_step": step, "items": len(items), "heldout_accuracy": accuracy, "by_band": by_band,
+                            "judge": cfg.reward.judge_when != "never"}
+        mark_done(folder, self.eval_result)
+
+    # -- summary
+    def finish(self) -> dict[str, Any]:
+        from nemo_qwenlong.loops.report import write_report
+
+        wall = time.perf_counter() - self.started
+        summary = write_report(self, wall) if dist.is_rank0() else {}
+        return dist.broadcast(summary)
+
+
+def _band_accuracy(results: list[dict[str, Any]]) -> dict[str, float]:
+    bands: dict[str, list[bool]] = {}
+    for r in results:
+        band = r["item_id"].split("_")[2] if r["item_id"].startswith("tiny_") else "all"
+        bands.setdefault(band, []).append(r["correct"])
+    return {b: sum(v) / len(v) for b, v in bands.items()}
+
+
+def stage_steps(stage: Any, num_items: int, batch_size: int, drop_last: bool) -> int:
+    """RL steps of a stage: `steps`, or epochs × items / batch, floored with drop_last (released run)."""
+    import math
+
+    if stage.steps is not None:
+        return stage.steps
+    exact = (stage.epochs or 0) * num_items / batch_size
+    return int(math.floor(exact)) if drop_last else max(1, math.ceil(exact))

@@ -1,0 +1,261 @@
+"""One RL step of QwenLong-L1 (spec §4), written against small interfaces: a Policy (the Megatron
+policy), a Generator (vLLM or transformers), a reward (`rewards.hybrid.HybridReward`) and the
+curriculum sampler.
+
+    sampler batch → n rollouts per prompt → hybrid reward → overlong shaping → dynamic-sampling rounds
+    until `train_batch_size` mixed groups (`max_rounds`) → GRPO advantages → old log-probs only when a
+    rollout batch gets more than one update → epochs × mini-batch updates (global normalisation in
+    the policy) → refit the engine → engine–trainer agreement check → ledger → metrics
+
+Rollouts and rewards run on rank 0 (it holds the engine); every rank receives the same samples
+and scores, so the sampler and its ledger replicate exactly. Each step's sampling seeds derive from
+(run seed, RL step, round), so a resumed run draws what an uninterrupted one would. Surplus mixed
+groups of the last round are dropped (as the released code does), so dynamic sampling carries
+nothing over between steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nemo_qwenlong.algorithms import collect_groups, compute_advantages, overlong_penalty
+from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
+from nemo_qwenlong.loops import dist
+from nemo_qwenlong.loops.encode import decode
+from nemo_qwenlong.rewards.hybrid import RewardItem
+from nemo_qwenlong.rollout.generator import SamplingSettings, to_rollout_batch
+from nemo_qwenlong.rollout.refit import EngineTrainerMismatch, refit_and_check
+
+
+@dataclass
+class RLEnv:
+    cfg: Any
+    policy: Any
+    engine: Any  # None off rank 0
+    reward: Any  # None off rank 0
+    tokenizer: Any
+    items: dict  # item id -> DocQAItem
+    prompts: dict  # item id -> prompt token ids
+    sampler: Any
+    dp_rank: int = 0
+    dp_size: int = 1
+    progress: Callable[[str, int, int], None] | None = None  # (what, done, total)
+
+
+@dataclass
+class RoundLog:
+    """What every generation round of one step saw (kept groups or not)."""
+
+    item_ids: list[str] = field(default_factory=list)
+    correct: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    reward: dict[str, float] = field(default_factory=dict)
+    generate_s: float = 0.0
+    score_s: float = 0.0
+
+    def add_reward_metrics(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.reward[k] = self.reward.get(k, 0.0) + v
+
+
+def round_seed(seed: int, step: int, round_index: int) -> int:
+    return (seed * 1_000_003 + step * 1_009 + round_index) % 2**31
+
+
+def item_ids_sha1(ids: list[str]) -> str:
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()
+
+
+def sampling(cfg: Any, stage: Any, *, n: int, seed: int, temperature: float | None = None) -> SamplingSettings:
+    r = cfg.rollout
+    t = r.temperature if temperature is None else temperature
+    return SamplingSettings(n=n, temperature=t, top_p=r.top_p if t > 0 else 1.0, top_k=r.top_k if t > 0 else -1,
+                            max_tokens=min(stage.max_output_tokens, r.max_new_tokens), seed=seed)
+
+
+def generate_and_score(env: RLEnv, ids: list[str], settings: SamplingSettings, log: RoundLog | None = None,
+                       what: str = "generate"):  # noqa: ANN201
+    """Rank 0: samples and hybrid-reward results for items `ids`; broadcast to every rank."""
+    payload = None
+    if dist.is_rank0():
+        t0 = time.perf_counter()
+        samples: list = [None] * len(ids)
+        for done, (i, s) in enumerate(env.engine.generate_iter([env.prompts[x] for x in ids], settings), start=1):
+            samples[i] = s
+            if env.progress:
+                env.progress(what, done, len(ids))
+        t1 = time.perf_counter()
+        requests = [RewardItem(decode(env.tokenizer, s.token_ids), env.items[x].ground_truth,
+                               env.items[x].data_source, env.items[x].question)
+                    for x, group in zip(ids, samples) for s in group]
+        results, stats = env.reward.score(requests)
+        payload = (samples, [r.score for r in results], stats.as_metrics(), t1 - t0, time.perf_counter() - t1)
+    samples, scores, reward_metrics, gen_s, score_s = dist.broadcast(payload)
+    if log is not None:
+        log.add_reward_metrics(reward_metrics)
+        log.generate_s += gen_s
+        log.score_s += score_s
+    return samples, scores
+
+
+def rollout_round(env: RLEnv, stage: Any, step: int, round_index: int, log: RoundLog, first_group: int) -> RolloutBatch:
+    cfg, g = env.cfg, env.cfg.rl.group_size
+    ids = env.sampler.next_batch().item_ids
+    settings = sampling(cfg, stage, n=g, seed=round_seed(cfg.seed, step, round_index))
+    samples, scores = generate_and_score(env, ids, settings, log)
+    batch = to_rollout_batch([env.prompts[x] for x in ids], samples, ids, first_group_id=first_group)
+    score = torch.tensor(scores, dtype=torch.float32)
+    correct = score >= 1.0
+    rewards = score.clone()
+    o = cfg.rl.overlong
+    if o.enable:
+        rewards += overlong_penalty(batch.response_lengths, max_len=settings.max_tokens,
+                                    buffer=min(o.buffer, settings.max_tokens), factor=o.factor)
+    env.sampler.observe({x: correct[j * g:(j + 1) * g].float().tolist() for j, x in enumerate(ids)}, step=step)
+    log.item_ids += ids
+    log.correct += correct.float().tolist()
+    log.lengths += batch.response_lengths.tolist()
+    log.truncated += batch.truncated.tolist()
+    return batch.replace(rewards=rewards, correct=correct,
+                         sample_ids=batch.sample_ids + first_group * g)
+
+
+def mini_batches(num_groups: int, mini_groups: int, dp_rank: int, dp_size: int, group_size: int) -> list[list[int]]:
+    """Row indices of this DP rank for each mini-batch: global mini-batch j is groups
+    [j·M, (j+1)·M), dealt round-robin over DP ranks (every rank gets the same number of mini-batches)."""
+    out = []
+    for start in range(0, num_groups, mini_groups):
+        groups = list(range(start, min(start + mini_groups, num_groups)))[dp_rank::dp_size]
+        if not groups:
+            raise ValueError(f"a mini-batch of {min(mini_groups, num_groups - start)} groups cannot feed "
+                             f"{dp_size} data-parallel ranks: raise rl.mini_batch_size or rl.train_batch_size")
+        out.append([gi * group_size + k for gi in groups for k in range(group_size)])
+    return out
+
+
+def updates_per_rollout(rl: Any) -> int:
+    return rl.epochs_per_batch * math.ceil(rl.train_batch_size / rl.mini_batch_size)
+
+
+def probe(batch: RolloutBatch, size: int, group_size: int) -> TokenRows | None:
+    """The first sample of the first `size` groups with a non-empty response (agreement check)."""
+    rows = [i for i in range(0, batch.num_rows, group_size) if int(batch.response_lengths[i]) > 0][:size]
+    if not rows:
+        return None
+    p = batch.select(rows)
+    return TokenRows(p.prompt_ids, p.prompt_lengths, p.response_ids, p.response_mask)
+
+
+def refit(env: RLEnv, rows: TokenRows | None) -> dict[str, float]:
+    """Stream the policy into the engine and check agreement; the collectives run on every rank."""
+    r = env.cfg.rollout
+    if rows is None or r.logprob_probe_size == 0:
+        if dist.is_rank0():
+            stats = env.engine.load_weights(env.policy.state_dict_for_refit(), bucket_bytes=r.refit_bucket_mb * 2**20)
+            return {"refit_seconds": stats.seconds}
+        for _ in env.policy.state_dict_for_refit():
+            pass
+        return {}
+    result: Any = None
+    if dist.is_rank0():
+        try:
+            result = refit_and_check(env.policy, env.engine, rows, bucket_bytes=r.refit_bucket_mb * 2**20,
+                                     threshold=r.logprob_max_abs_diff)
+        except EngineTrainerMismatch as err:
+            result = str(err)
+    else:
+        for _ in env.policy.state_dict_for_refit():
+            pass
+        env.policy.compute_logprobs(rows, temperature=1.0)
+    result = dist.broadcast(result)
+    if isinstance(result, str):
+        raise EngineTrainerMismatch(result)
+    return result
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
+    """One RL step (see the module docstring); returns its metrics row."""
+    cfg, rl, policy = env.cfg, env.cfg.rl, env.policy
+    stage = cfg.curriculum.stages[stage_index]
+    t0 = time.perf_counter()
+    log = RoundLog()
+    policy.prepare_for_generation()
+    ds = rl.dynamic_sampling
+    first = [0]
+
+    def round_fn(r: int) -> RolloutBatch:
+        batch = rollout_round(env, stage, step, r, log, first[0])
+        first[0] += batch.num_rows // rl.group_size
+        return batch
+
+    batch, ds_stats = collect_groups(round_fn, target_groups=rl.train_batch_size, group_size=rl.group_size,
+                                     max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted)
+    t_gen = time.perf_counter()
+    batch = batch.replace(advantages=compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size,
+                                                        eps=rl.adv_eps, std_normalize=rl.std_normalize))
+    groups = batch.num_rows // rl.group_size
+    minis = mini_batches(groups, rl.mini_batch_size, env.dp_rank, env.dp_size, rl.group_size)
+    mine = batch.select(sorted(i for m in minis for i in m))
+    local = {row: j for j, row in enumerate(sorted(i for m in minis for i in m))}
+    old_s = 0.0
+    if rl.epochs_per_batch * len(minis) > 1:  # more than one update: the behaviour policy must be frozen
+        t = time.perf_counter()
+        mine = mine.replace(old_logprobs=policy.compute_logprobs(mine))
+        old_s = time.perf_counter() - t
+    policy.prepare_for_training()
+    t_up = time.perf_counter()
+    train: list[dict[str, float]] = []
+    for _ in range(rl.epochs_per_batch):
+        for m in minis:
+            train.append(policy.train_step(mine.select([local[i] for i in m]), rl))
+            if env.progress:
+                env.progress("update", len(train), rl.epochs_per_batch * len(minis))
+    update_s = time.perf_counter() - t_up
+    policy.prepare_for_generation()
+    agree = refit(env, probe(batch, cfg.rollout.logprob_probe_size, rl.group_size))
+    row: dict[str, Any] = {
+        "phase": "rl", "stage": stage.name, "step": step,
+        "loss": _mean([m["loss"] for m in train]),
+        "reward_mean": float(batch.rewards.mean()),
+        "accuracy": _mean(log.correct),
+        "item_ids_sha1": item_ids_sha1(log.item_ids),
+        "response_len_mean": _mean([float(x) for x in log.lengths]),
+        "truncated_frac": _mean([float(x) for x in log.truncated]),
+        "optimizer_steps": len(train),
+        "old_logprob_pass": old_s > 0,
+        "time/generate_s": log.generate_s, "time/score_s": log.score_s, "time/old_logprobs_s": old_s,
+        "time/update_s": update_s, "time/refit_s": agree.get("refit_seconds", 0.0),
+        "time/step_s": time.perf_counter() - t0, "time/rollout_total_s": t_gen - t0,
+    }
+    for key in ("grad_norm", "lr", "entropy", "clip_frac_high", "clip_frac_low", "kl"):
+        values = [m[key] for m in train if key in m]
+        if values:
+            row[key] = max(values) if key == "grad_norm" else _mean(values)
+    row |= {k: v for k, v in agree.items() if k.startswith("logprob") or k == "prob_ratio_mean"}
+    row |= ds_stats.as_metrics() | log.reward | env.sampler.metrics()
+    return row
+
+
+def evaluate_items(env: RLEnv, items: list, *, temperature: float, max_new_tokens: int, seed: int,
+                   what: str = "validate") -> list[dict[str, Any]]:
+    """One sample per item at `temperature` (0: greedy); per item: id, correct, response (rank 0's, shared)."""
+    class _Cap:
+        max_output_tokens = max_new_tokens
+
+    settings = sampling(env.cfg, _Cap, n=1, seed=seed, temperature=temperature)
+    ids = [it.item_id for it in items]
+    samples, scores = generate_and_score(env, ids, settings, what=what)
+    return [{"item_id": x, "correct": s >= 1.0, "score": s, "response": decode(env.tokenizer, g[0].token_ids),
+             "truncated": g[0].truncated} for x, g, s in zip(ids, samples, scores)]
