@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (each builds the environment first if it is missing):
-#   make run    the embedded default: the tiny CPU pipeline (see README "What `make run` does today")
+#   make run    the embedded default: the whole QwenLong-L1 pipeline at tiny scale on CPU (README "What `make run` does")
 #   make test   every test that can run on this machine (GPU tests are deselected without a GPU)
 .PHONY: setup run test bench clean
 
@@ -10,8 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(BIN)/nemo-qwenlong demo --config conf/tiny-cpu.yaml
-	$(BIN)/nemo-qwenlong smoke --config conf/tiny-cpu.yaml
+	$(BIN)/nemo-qwenlong run conf/tiny-cpu.yaml --output runs/tiny-cpu-$$(date -u +%Y%m%d-%H%M%S)
 
 test: setup
 	$(BIN)/python -m pytest tests

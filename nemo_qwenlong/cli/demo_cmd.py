@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="A real RL run of the algorithm core on a toy document-QA task with a tiny GRU policy. "
         "It is not the LLM pipeline: `nemo-qwenlong smoke` runs the LLM stack (Megatron policy, vLLM rollouts, refit).",
     )
-    add_config_args(parser, default="conf/tiny-cpu.yaml")
+    add_config_args(parser, default="conf/toy-demo.yaml")
     parser.add_argument("--run-dir", help="write here instead of <runs_dir>/<name>-<timestamp>")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_demo)
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "few DAPO steps on vLLM rollouts with engine refit and agreement checks, then checkpointed and exported to "
         "HF. Not the QwenLong-L1 training loop (no curriculum, judge or resume); the reward is a toy.",
     )
-    add_config_args(smoke, default="conf/tiny-cpu.yaml")
+    add_config_args(smoke, default="conf/toy-demo.yaml")
     smoke.add_argument("--steps", type=int, default=4, help="RL steps; default 4")
     smoke.add_argument("--run-dir", help="write here instead of <runs_dir>/<name>-smoke-<timestamp>")
     smoke.set_defaults(handler=_smoke)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from nemo_qwenlong.algorithms import collect_groups, compute_advantages, overlong_penalty
+from nemo_qwenlong.algorithms import DynamicSamplingExhausted, collect_groups, compute_advantages, overlong_penalty
 from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
 from nemo_qwenlong.loops import dist
 from nemo_qwenlong.loops.encode import decode
@@ -200,8 +200,15 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
         first[0] += batch.num_rows // rl.group_size
         return batch
 
-    batch, ds_stats = collect_groups(round_fn, target_groups=rl.train_batch_size, group_size=rl.group_size,
-                                     max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted)
+    try:
+        batch, ds_stats = collect_groups(round_fn, target_groups=rl.train_batch_size, group_size=rl.group_size,
+                                         max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted)
+    except DynamicSamplingExhausted as err:
+        if ds.on_exhausted == "error" or err.kept is not None:
+            raise
+        # on_exhausted=partial and not one mixed group: no gradient this step; the weights (and so
+        # the engine) stay as they are, and the step is logged with update_skipped=1.
+        return _row(env, stage, step, log, t0, err.stats, []) | {"update_skipped": 1, "reward_mean": float("nan")}
     t_gen = time.perf_counter()
     batch = batch.replace(advantages=compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size,
                                                         eps=rl.adv_eps, std_normalize=rl.std_normalize))
@@ -225,27 +232,31 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
     update_s = time.perf_counter() - t_up
     policy.prepare_for_generation()
     agree = refit(env, probe(batch, cfg.rollout.logprob_probe_size, rl.group_size))
+    row = _row(env, stage, step, log, t0, ds_stats, train) | {
+        "reward_mean": float(batch.rewards.mean()), "update_skipped": 0,
+        "old_logprob_pass": old_s > 0, "time/old_logprobs_s": old_s, "time/update_s": update_s,
+        "time/refit_s": agree.get("refit_seconds", 0.0), "time/rollout_total_s": t_gen - t0,
+        "time/step_s": time.perf_counter() - t0}
+    return row | {k: v for k, v in agree.items() if k.startswith("logprob") or k == "prob_ratio_mean"}
+
+
+def _row(env: RLEnv, stage: Any, step: int, log: RoundLog, t0: float, ds_stats: Any,
+         train: list[dict[str, float]]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "phase": "rl", "stage": stage.name, "step": step,
         "loss": _mean([m["loss"] for m in train]),
-        "reward_mean": float(batch.rewards.mean()),
         "accuracy": _mean(log.correct),
         "item_ids_sha1": item_ids_sha1(log.item_ids),
         "response_len_mean": _mean([float(x) for x in log.lengths]),
         "truncated_frac": _mean([float(x) for x in log.truncated]),
-        "optimizer_steps": len(train),
-        "old_logprob_pass": old_s > 0,
-        "time/generate_s": log.generate_s, "time/score_s": log.score_s, "time/old_logprobs_s": old_s,
-        "time/update_s": update_s, "time/refit_s": agree.get("refit_seconds", 0.0),
-        "time/step_s": time.perf_counter() - t0, "time/rollout_total_s": t_gen - t0,
+        "optimizer_steps": len(train), "old_logprob_pass": False,
+        "time/generate_s": log.generate_s, "time/score_s": log.score_s, "time/step_s": time.perf_counter() - t0,
     }
     for key in ("grad_norm", "lr", "entropy", "clip_frac_high", "clip_frac_low", "kl"):
         values = [m[key] for m in train if key in m]
         if values:
             row[key] = max(values) if key == "grad_norm" else _mean(values)
-    row |= {k: v for k, v in agree.items() if k.startswith("logprob") or k == "prob_ratio_mean"}
-    row |= ds_stats.as_metrics() | log.reward | env.sampler.metrics()
-    return row
+    return row | ds_stats.as_metrics() | log.reward | env.sampler.metrics()
 
 
 def evaluate_items(env: RLEnv, items: list, *, temperature: float, max_new_tokens: int, seed: int,

