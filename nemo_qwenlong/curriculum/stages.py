@@ -42,10 +42,12 @@ def unplaced(item_ids: Sequence[str], lengths: Mapping[str, int], stages: Sequen
     return [i for i in item_ids if not any(s.min_input_tokens < lengths[i] <= s.max_input_tokens for s in stages)]
 
 
-def stage_steps(stage: StageConfig, num_items: int, batch_size: int) -> int:
-    """RL steps of a stage: `steps`, or ceil(epochs · items / batch_size)."""
+def stage_steps(stage: StageConfig, num_items: int, batch_size: int, *, drop_last: bool = False) -> int:
+    """RL steps of a stage: `steps`, or epochs · items / batch_size rounded up, or down with
+    `drop_last` (the released run drops the last partial generation batch: curriculum.drop_last)."""
     if stage.steps is not None:
         return stage.steps
     if num_items == 0:
         return 0
-    return max(1, math.ceil((stage.epochs or 0) * num_items / batch_size))
+    exact = (stage.epochs or 0) * num_items / batch_size
+    return math.floor(exact) if drop_last else max(1, math.ceil(exact))

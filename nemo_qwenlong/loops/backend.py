@@ -129,34 +129,21 @@ def tokenizer_files(hf_dir: Path) -> dict[str, str]:
 
 
 def export_hf(cfg: Any, policy: Any, hf_src: Path, out: Path) -> Path:
-    """The policy's current weights as an HF folder vLLM serves (collective; rank 0 writes). Same
-    files as `convert megatron-to-hf`: sharded safetensors, config (YaRN when model.yarn), tokenizer."""
-    from nemo_qwenlong.backends.hf.checkpoint import (
-        cast,
-        copy_tokenizer_files,
-        export_config,
-        generation_config,
-        write_sharded_safetensors,
-    )
-    from nemo_qwenlong.backends.megatron.convert import staged_output
+    """The policy's current weights as an HF folder vLLM serves (collective: the TP gathers run on
+    every rank; rank 0 writes), the same files as `convert megatron-to-hf` (`write_hf_folder`)."""
+    from nemo_qwenlong.backends.megatron.convert import staged_output, write_hf_folder
 
-    tensors = ((n, cast(t, cfg.model.dtype)) for n, t in policy.state_dict_for_refit()
-               if not (n == "lm_head.weight" and policy.shape.tie_word_embeddings))
+    tensors = policy.state_dict_for_refit()
     if not dist.is_rank0():
-        for _ in tensors:  # the TP gathers are collective
+        for _ in tensors:
             pass
         dist.barrier()
         return out
+    yarn = cfg.model.yarn
     with staged_output(out) as tmp:
-        write_sharded_safetensors(tensors, tmp, 4 * 2**30)
-        yarn = cfg.model.yarn
-        out_cfg = export_config(policy.hf_config, yarn_factor=yarn.factor if yarn else None,
-                                yarn_original_max=yarn.original_max_position_embeddings if yarn else 32768)
-        out_cfg["torch_dtype"] = out_cfg["dtype"] = cfg.model.dtype
-        (tmp / "config.json").write_text(json.dumps(out_cfg, indent=2) + "\n")
-        copy_tokenizer_files(hf_src, tmp)
-        if not (tmp / "generation_config.json").is_file():
-            (tmp / "generation_config.json").write_text(json.dumps(generation_config(policy.hf_config), indent=2))
+        write_hf_folder(tmp, tensors, policy.hf_config, policy.shape, tokenizer_dir=hf_src, dtype=cfg.model.dtype,
+                        yarn_factor=yarn.factor if yarn else None,
+                        yarn_original_max=yarn.original_max_position_embeddings if yarn else 32768)
     dist.barrier()
     return out
 

@@ -1,10 +1,9 @@
-"""The `data` stage: training pools per curriculum stage, validation and held-out sets, SFT data.
+"""The `data` stage: training, validation and held-out items, and the SFT data's path.
 
-With `data.synthetic.kind: tiny` it generates the tiny QA task (`data.tiny_task`) and a tokenizer
-that holds its names as single tokens; otherwise it loads `data.train_path` / `data.val_path` /
-`evaluation.heldout_path`. Either way it writes `<stage dir>/data.json`: the files, item counts,
-and each curriculum stage's pool after the length filter (`curriculum.stages`), with what was
-filtered, so a resumed run can check that its data is the data it started with (`fingerprint`).
+With `data.synthetic.kind: tiny` it generates the tiny QA task (`data.tiny_task`) into the stage
+folder; otherwise it loads `data.train_path` / `data.val_path` / `evaluation.heldout_path`. Either
+way it reports the files, item counts and fingerprints, which the stage's `stage.json` keeps so a
+resumed run can check that its data is the data it started with.
 """
 
 from __future__ import annotations
@@ -17,10 +16,6 @@ from typing import Any
 
 from nemo_qwenlong.data.loaders import load_items, write_docqa_parquet
 from nemo_qwenlong.data.schema import DocQAItem
-from nemo_qwenlong.fsio import atomic_write_text
-
-DATA_JSON = "data.json"
-
 
 @dataclass
 class PreparedData:
@@ -79,16 +74,8 @@ def prepare(cfg: Any, stage_dir: Path) -> PreparedData:
         fmt = cfg.data.format
     train = _load(files["train"], fmt, cfg.data.skip_invalid)
     val = _load(files["val"], fmt, cfg.data.skip_invalid)
-    heldout = _load(files["heldout"], fmt if cfg.data.synthetic.kind == "tiny" or cfg.evaluation.heldout_path is None
-                    else cfg.data.format, cfg.data.skip_invalid)
+    heldout = _load(files["heldout"], fmt, cfg.data.skip_invalid)
     info = {"files": files, "counts": {"train": len(train), "val": len(val), "heldout": len(heldout)},
             "fingerprint": {"train": fingerprint(train), "val": fingerprint(val), "heldout": fingerprint(heldout)}}
     return PreparedData(train, val, heldout, files.get("sft"), info)
 
-
-def write_info(stage_dir: Path, info: dict[str, Any]) -> None:
-    atomic_write_text(stage_dir / DATA_JSON, json.dumps(info, indent=2))
-
-
-def read_info(stage_dir: Path) -> dict[str, Any]:
-    return json.loads((stage_dir / DATA_JSON).read_text())

@@ -48,7 +48,7 @@ class MetricsLog:
         rows = read_rows(self.path)
         limit = (PHASE_ORDER[phase], step)
         kept = [r for r in rows if (PHASE_ORDER[r["phase"]], r["step"]) <= limit]
-        if len(kept) != len(rows) or self.path.is_file():
+        if len(kept) != len(rows):
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         return len(rows) - len(kept)
 

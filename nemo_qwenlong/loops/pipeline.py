@@ -2,7 +2,7 @@
 
     <run dir>/config.yaml            the resolved config (a resume must match it)
     <run dir>/metrics.jsonl          one row per SFT optimiser step and per RL step, each once
-    <run dir>/NN-data/               data.json (+ the generated files for the tiny task)
+    <run dir>/NN-data/               stage.json with counts and fingerprints (+ the tiny task's files)
     <run dir>/NN-sft/                checkpoints/, hf/ (the SFT checkpoint as HF, for the eval)
     <run dir>/NN-rl-<stage>/         checkpoints/ (global RL step numbers), difficulty_ledger.csv
     <run dir>/NN-export/hf/          the final policy as an HF folder (vLLM serves it)
@@ -157,6 +157,7 @@ class Run:
         self.console = Console(opts.progress and cfg.logging.progress_bars)
         self.policy: Any = None
         self.engine: Any = None
+        self.prompts: dict[str, list[int]] | None = None
         self.rl_done_step = 0
 
     # -- setup
@@ -278,7 +279,8 @@ class Run:
             state.set_rng_state(state.load(root / ckpt.iter_dirname(start))["rng"])
         else:
             load_weights(self.policy, self.files.megatron_dir, optimizer=False)
-        self.metrics.truncate_after("sft", start) if dist.is_rank0() else None
+        if dist.is_rank0():
+            self.metrics.truncate_after("sft", start)
         self.console.line(f"sft: {len(data.train)} examples ({len(data.val)} for validation, "
                           f"{data.dropped_too_long} over sft.max_seq_len dropped), {steps} steps"
                           + (f", resuming after step {start}" if start else ""))
@@ -302,12 +304,13 @@ class Run:
 
     # -- RL
     def _stage_lengths(self) -> tuple[list[list[str]], list[int]]:
-        from nemo_qwenlong.curriculum.stages import split_by_stage
+        """Each curriculum stage's item pool (by templated prompt length) and its RL step count."""
+        from nemo_qwenlong.curriculum.stages import split_by_stage, stage_steps
 
         lengths = {x: len(p) for x, p in self.prompts.items()}
         splits = split_by_stage([it.item_id for it in self.data.train], lengths, self.cfg.curriculum.stages)
         pools = [s.item_ids for s in splits]
-        steps = [stage_steps(s, len(pool), self.cfg.rl.gen_batch_size, self.cfg.curriculum.drop_last)
+        steps = [stage_steps(s, len(pool), self.cfg.rl.gen_batch_size, drop_last=self.cfg.curriculum.drop_last)
                  for s, pool in zip(self.cfg.curriculum.stages, pools)]
         for s, pool, n in zip(self.cfg.curriculum.stages, pools, steps):
             if not pool:
@@ -319,6 +322,9 @@ class Run:
         return pools, steps
 
     def _encode_items(self) -> None:
+        """Prompt token ids of every train/val/held-out item, once per process."""
+        if getattr(self, "prompts", None) is not None:
+            return
         from nemo_qwenlong.loops.encode import prompt_ids
 
         items = self.data.train + self.data.val + self.data.heldout
@@ -336,7 +342,7 @@ class Run:
                 best = (root, step)
         return best
 
-    def _rl_env(self, total_steps: int):  # noqa: ANN202
+    def _rl_env(self, pools: list[list[str]], total_steps: int):  # noqa: ANN202
         from nemo_qwenlong.backends.megatron import checkpoint as ckpt
         from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
         from nemo_qwenlong.loops.backend import build_engine, build_policy, load_weights
@@ -344,8 +350,6 @@ class Run:
         from nemo_qwenlong.rewards.hybrid import build_reward
 
         cfg = self.cfg
-        self._encode_items()
-        pools, steps = self._stage_lengths()
         self.policy = build_policy(cfg, self.files, phase="rl", total_steps=total_steps)
         sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed)
         root, step = self._latest_rl()
@@ -369,7 +373,7 @@ class Run:
                     dp_rank, dp_size, self.console.progress)
         self.policy.prepare_for_generation()
         refit(env, None)  # the engine starts from the policy's weights, whatever hf_init held
-        return env, loop, steps
+        return env, loop
 
     def rl_stages(self) -> None:
         from nemo_qwenlong.loops.rl import rl_step
@@ -379,10 +383,11 @@ class Run:
             self.rl_done_step = stage_done(self.dirs[f"rl-{stages[-1].name}"])["last_step"]
             return
         self._encode_items()
-        _, steps = self._stage_lengths()
-        env, loop, steps = self._rl_env(sum(steps))
+        pools, steps = self._stage_lengths()
+        env, loop = self._rl_env(pools, sum(steps))
         step = int(loop["step"])
-        self.metrics.truncate_after("rl", step) if dist.is_rank0() else None
+        if dist.is_rank0():
+            self.metrics.truncate_after("rl", step)
         budget = self.opts.max_steps
         for k, stage in enumerate(stages):
             folder = self.dirs[f"rl-{stage.name}"]
@@ -400,8 +405,8 @@ class Run:
                     return
                 step += 1
                 row = rl_step(env, k, step)
-                if step % self.cfg.logging.val_every_steps == 0 and env.sampler and self.data.val:
-                    row["val_accuracy"] = self._accuracy(env, [it for it in self.data.val], step)
+                if step % self.cfg.logging.val_every_steps == 0 and self.data.val:
+                    row["val_accuracy"] = self._accuracy(env, self.data.val, step)
                 self._log_row(row)
                 self._show_rl(row, last)
                 stop = self.flag.requested()
@@ -412,7 +417,7 @@ class Run:
                 if stop:
                     raise Preempted(f"RL step {step}")
             if dist.is_rank0():
-                env.sampler.ledger.to_csv(folder / "difficulty_ledger.csv")
+                env.sampler.ledger.to_csv(folder / "difficulty_ledger.csv", retrospective=stage.retrospective)
             mark_done(folder, {"last_step": step, "checkpoint": str(folder / "checkpoints")})
         self.rl_done_step = step
 
@@ -520,16 +525,6 @@ def _band_accuracy(results: list[dict[str, Any]]) -> dict[str, float]:
         band = r["item_id"].split("_")[2] if r["item_id"].startswith("tiny_") else "all"
         bands.setdefault(band, []).append(r["correct"])
     return {b: sum(v) / len(v) for b, v in bands.items()}
-
-
-def stage_steps(stage: Any, num_items: int, batch_size: int, drop_last: bool) -> int:
-    """RL steps of a stage: `steps`, or epochs × items / batch, floored with drop_last (released run)."""
-    import math
-
-    if stage.steps is not None:
-        return stage.steps
-    exact = (stage.epochs or 0) * num_items / batch_size
-    return int(math.floor(exact)) if drop_last else max(1, math.ceil(exact))
 
 
 def _free_port() -> int:

@@ -74,11 +74,11 @@ def item_ids_sha1(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()
 
 
-def sampling(cfg: Any, stage: Any, *, n: int, seed: int, temperature: float | None = None) -> SamplingSettings:
-    r = cfg.rollout
-    t = r.temperature if temperature is None else temperature
-    return SamplingSettings(n=n, temperature=t, top_p=r.top_p if t > 0 else 1.0, top_k=r.top_k if t > 0 else -1,
-                            max_tokens=min(stage.max_output_tokens, r.max_new_tokens), seed=seed)
+def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int, temperature: float | None = None) -> SamplingSettings:
+    """Training sampling (rollout.temperature/top_p/top_k), or greedy/plain at `temperature`."""
+    t = rollout.temperature if temperature is None else temperature
+    return SamplingSettings(n=n, temperature=t, top_p=rollout.top_p if t > 0 else 1.0,
+                            top_k=rollout.top_k if t > 0 else -1, max_tokens=max_tokens, seed=seed)
 
 
 def generate_and_score(env: RLEnv, ids: list[str], settings: SamplingSettings, log: RoundLog | None = None,
@@ -109,7 +109,8 @@ def generate_and_score(env: RLEnv, ids: list[str], settings: SamplingSettings, l
 def rollout_round(env: RLEnv, stage: Any, step: int, round_index: int, log: RoundLog, first_group: int) -> RolloutBatch:
     cfg, g = env.cfg, env.cfg.rl.group_size
     ids = env.sampler.next_batch().item_ids
-    settings = sampling(cfg, stage, n=g, seed=round_seed(cfg.seed, step, round_index))
+    settings = sampling(cfg.rollout, n=g, seed=round_seed(cfg.seed, step, round_index),
+                        max_tokens=min(stage.max_output_tokens, cfg.rollout.max_new_tokens))
     samples, scores = generate_and_score(env, ids, settings, log)
     batch = to_rollout_batch([env.prompts[x] for x in ids], samples, ids, first_group_id=first_group)
     score = torch.tensor(scores, dtype=torch.float32)
@@ -214,8 +215,9 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
                                                         eps=rl.adv_eps, std_normalize=rl.std_normalize))
     groups = batch.num_rows // rl.group_size
     minis = mini_batches(groups, rl.mini_batch_size, env.dp_rank, env.dp_size, rl.group_size)
-    mine = batch.select(sorted(i for m in minis for i in m))
-    local = {row: j for j, row in enumerate(sorted(i for m in minis for i in m))}
+    rows = sorted(i for m in minis for i in m)  # this DP rank's rows, in batch order
+    mine = batch.select(rows)
+    local = {row: j for j, row in enumerate(rows)}
     old_s = 0.0
     if rl.epochs_per_batch * len(minis) > 1:  # more than one update: the behaviour policy must be frozen
         t = time.perf_counter()
@@ -262,10 +264,7 @@ def _row(env: RLEnv, stage: Any, step: int, log: RoundLog, t0: float, ds_stats: 
 def evaluate_items(env: RLEnv, items: list, *, temperature: float, max_new_tokens: int, seed: int,
                    what: str = "validate") -> list[dict[str, Any]]:
     """One sample per item at `temperature` (0: greedy); per item: id, correct, response (rank 0's, shared)."""
-    class _Cap:
-        max_output_tokens = max_new_tokens
-
-    settings = sampling(env.cfg, _Cap, n=1, seed=seed, temperature=temperature)
+    settings = sampling(env.cfg.rollout, n=1, seed=seed, max_tokens=max_new_tokens, temperature=temperature)
     ids = [it.item_id for it in items]
     samples, scores = generate_and_score(env, ids, settings, what=what)
     return [{"item_id": x, "correct": s >= 1.0, "score": s, "response": decode(env.tokenizer, g[0].token_ids),

@@ -21,10 +21,12 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from torch import Tensor
 
 from nemo_qwenlong.backends.hf.checkpoint import (
     CheckpointFormatError,
@@ -200,15 +202,27 @@ def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, 
                 bar.update()
             return cache.pop(name)
 
-        tensors = ((name, cast(t, dtype)) for name, t in iter_megatron_to_hf(get, shape)
-                   if not (name == "lm_head.weight" and shape.tie_word_embeddings))  # tied: taken from the embedding
-        written, _ = write_sharded_safetensors(tensors, tmp, max_shard_bytes)
+        written = write_hf_folder(tmp, iter_megatron_to_hf(get, shape), cfg, shape, tokenizer_dir=iter_dir / TOKENIZER_DIR,
+                                  dtype=dtype, yarn_factor=yarn_factor, yarn_original_max=yarn_original_max,
+                                  max_shard_bytes=max_shard_bytes)
         bar.close()
-        out_cfg = export_config(cfg, yarn_factor=yarn_factor, yarn_original_max=yarn_original_max)
-        if dtype:
-            out_cfg["torch_dtype"] = out_cfg["dtype"] = dtype  # transformers 4.x and 5.x names
-        (tmp / "config.json").write_text(json.dumps(out_cfg, indent=2) + "\n")
-        copy_tokenizer_files(iter_dir / TOKENIZER_DIR, tmp)
-        if not (tmp / "generation_config.json").is_file():
-            (tmp / "generation_config.json").write_text(json.dumps(generation_config(cfg), indent=2) + "\n")
     return ConversionReport(Path(out_dir), written, time.perf_counter() - started, _peak_rss_mb())
+
+
+def write_hf_folder(folder: Path, hf_tensors: Iterable[tuple[str, Tensor]], hf_config: dict, shape: Qwen2Shape, *,
+                    tokenizer_dir: Path, dtype: str | None, yarn_factor: float | None = None,
+                    yarn_original_max: int = 32768, max_shard_bytes: int = 4 * 2**30) -> int:
+    """An HF folder vLLM and transformers load: sharded safetensors (a tied lm_head is left to the
+    embedding), config.json (YaRN when asked), tokenizer files, generation_config.json. Returns the
+    number of safetensors files. Used by the converter and by `run`'s export of the live policy."""
+    tensors = ((name, cast(t, dtype)) for name, t in hf_tensors
+               if not (name == "lm_head.weight" and shape.tie_word_embeddings))
+    written, _ = write_sharded_safetensors(tensors, folder, max_shard_bytes)
+    out_cfg = export_config(hf_config, yarn_factor=yarn_factor, yarn_original_max=yarn_original_max)
+    if dtype:
+        out_cfg["torch_dtype"] = out_cfg["dtype"] = dtype  # transformers 4.x and 5.x names
+    (folder / "config.json").write_text(json.dumps(out_cfg, indent=2) + "\n")
+    copy_tokenizer_files(tokenizer_dir, folder)
+    if not (folder / "generation_config.json").is_file():
+        (folder / "generation_config.json").write_text(json.dumps(generation_config(hf_config), indent=2) + "\n")
+    return written
