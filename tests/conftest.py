@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,19 @@ def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         model.save_pretrained(folder, max_shard_size="150KB")  # several shards + index
         out[kind] = folder
     return out
+
+
+@pytest.fixture(scope="session")
+def judge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
+    """One real vLLM judge server per pytest run (reward and loop tests), serving the scripted tiny
+    judge model: every verdict is "[[YES]]"."""
+    from tests.fixtures.scripted_judge import build_scripted_judge
+    from tests.fixtures.vllm_server import VLLMServer
+
+    root = tmp_path_factory.mktemp("judge")
+    model_dir = build_scripted_judge(root / "model")
+    server = VLLMServer(model_dir, root / "vllm.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()

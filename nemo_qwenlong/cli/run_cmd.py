@@ -53,12 +53,6 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.nproc_per_node < 1:
         return _fail(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
-    if args.nproc_per_node > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # The loops are written for N ranks (rank 0 rolls out and broadcasts), but a 2-rank CPU run
-        # still hangs in the data stage: refused rather than left to hang (docs/run.md, "Ranks").
-        return _fail("multi-rank runs (--nproc-per-node > 1 / torchrun) are not finished yet: run on one rank")
-    if not Path(args.recipe).is_file():
-        return _fail(f"recipe {args.recipe} does not exist")
     cfg = load_config(args.recipe, args.overrides)
     problems = cfg.runnable_problems()
     if problems:

@@ -78,7 +78,9 @@ def open_run_dir(cfg: RunConfig, opts: RunOptions) -> tuple[Path, bool]:
     """(run dir, resuming?) after the checks; writes config.yaml for a new run."""
     run_dir = opts.output or Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     saved = run_dir / "config.yaml"
-    resuming = saved.is_file()
+    resuming = dist.broadcast(saved.is_file())  # rank 0's view: it writes the file below
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--output {run_dir} is a file, not a folder")
     if resuming and opts.resume == "never":
         raise RunError(f"{run_dir} already holds a run (config.yaml); use --resume auto to continue it, "
                        "or choose a new --output")
@@ -104,8 +106,10 @@ def stage_dirs(cfg: RunConfig, run_dir: Path) -> dict[str, Path]:
 
 
 def stage_done(folder: Path) -> dict[str, Any] | None:
+    """The stage's `stage.json`, as rank 0 reads it (every rank must take the same branch: a rank
+    that looked after rank 0 wrote the file would skip the collective `mark_done`)."""
     path = folder / STAGE_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    return dist.broadcast(json.loads(path.read_text()) if dist.is_rank0() and path.is_file() else None)
 
 
 def mark_done(folder: Path, info: dict[str, Any]) -> None:
@@ -181,7 +185,19 @@ class Run:
                           f"stages: {', '.join(self.dirs)})")
 
     def _check_supported(self) -> None:
+        """Refuse, before any process group or model exists, what this machine or `run` cannot do."""
+        import torch
+
         cfg = self.cfg
+        p = cfg.parallelism
+        if not torch.cuda.is_available() and (p.dist_backend == "nccl" or p.transformer_impl == "transformer_engine"):
+            raise RunError(f"{cfg.name} is a GPU recipe (parallelism.dist_backend={p.dist_backend!r}, "
+                           f"parallelism.transformer_impl={p.transformer_impl!r}) and this machine has no CUDA device; "
+                           "launch it on a GPU cluster, or run conf/tiny-cpu.yaml here")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world % (p.tensor_parallel * p.context_parallel):
+            raise RunError(f"parallelism TP×CP = {p.tensor_parallel}×{p.context_parallel} does not divide the "
+                           f"{world} rank(s) of this launch (use --nproc-per-node)")
         if cfg.rl.kl_coef > 0:
             raise RunError(f"rl.kl_coef={cfg.rl.kl_coef}: `run` holds no reference policy yet (the released DAPO "
                            "settings use 0); set rl.kl_coef=0")

@@ -97,7 +97,11 @@ def generate_and_score(env: RLEnv, ids: list[str], settings: SamplingSettings, l
                                env.items[x].data_source, env.items[x].question)
                     for x, group in zip(ids, samples) for s in group]
         results, stats = env.reward.score(requests)
-        payload = (samples, [r.score for r in results], stats.as_metrics(), t1 - t0, time.perf_counter() - t1)
+        decided = {f"reward/decided_by_{d}": float(sum(r.decided_by == d for r in results))
+                   for d in ("rule", "judge", "no_answer")}
+        decided["reward/rule_correct"] = float(sum(r.rule_score >= 1.0 for r in results))
+        payload = (samples, [r.score for r in results], stats.as_metrics() | decided, t1 - t0,
+                   time.perf_counter() - t1)
     samples, scores, reward_metrics, gen_s, score_s = dist.broadcast(payload)
     if log is not None:
         log.add_reward_metrics(reward_metrics)
