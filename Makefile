@@ -23,6 +23,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_rollout.py
+	$(BIN)/python benchmarks/bench_rl_step.py
+	$(BIN)/python benchmarks/bench_e2e.py
 
 clean:
 	rm -rf runs .pytest_cache nemo_qwenlong.egg-info

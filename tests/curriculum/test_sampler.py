@@ -89,13 +89,18 @@ def test_no_candidates_means_own_band_fills_the_batch() -> None:
     assert b.retro == [] and len(b.own) == 8
 
 
-def test_state_round_trip_and_resume_mid_stage_matches_uninterrupted() -> None:
+def _checkpoint_mid_stage_2(batches_after: int) -> tuple[dict, list]:
+    """A sampler 3 batches into stage 2: its state, and the next `batches_after` batches uninterrupted."""
     full = _sampler()
     _observe_stage1(full)
     full.set_stage(1)
     _run(full, 3)
     checkpoint = copy.deepcopy(full.state_dict())
-    expected = _run(full, 6)
+    return checkpoint, _run(full, batches_after)
+
+
+def test_state_round_trip_and_resume_mid_stage_matches_uninterrupted() -> None:
+    checkpoint, expected = _checkpoint_mid_stage_2(6)
 
     resumed = _sampler()  # a fresh process: same config and seed, then the checkpoint
     resumed.load_state_dict(checkpoint)
@@ -178,12 +183,7 @@ def test_difficulty_comes_from_recent_rewards_not_the_lifetime_mean() -> None:
 
 # --- set_stage on the current stage keeps the cursors; checkpoints carry pool/stage fingerprints ---------
 def test_set_stage_after_resume_continues_mid_stage() -> None:
-    full = _sampler()
-    _observe_stage1(full)
-    full.set_stage(1)
-    _run(full, 3)
-    checkpoint = copy.deepcopy(full.state_dict())
-    expected = _run(full, 4)
+    checkpoint, expected = _checkpoint_mid_stage_2(4)
 
     resumed = _sampler()
     resumed.load_state_dict(checkpoint)
