@@ -1,20 +1,25 @@
 # nemo_qwenlong GPU image for H100/H200 Slurm clusters (pyxis/enroot can import it).
 #
 # NOT built here: the development machines have no Docker engine and no GPU. The first GPU session
-# must build it, run `pytest -m gpu`, and freeze requirements/gpu.txt (see docs/dependencies.md).
+# must build it, run `pytest -m gpu` (tests/gpu_checks.sh), and freeze requirements/gpu.txt
+# (docs/dependencies.md). `pytest -m registry` checks that requirements/gpu.txt resolves.
 #
 # Why this base: vLLM 0.33 (CUDA) needs torch 2.14.0. NGC's PyTorch images carry their own torch
 # build, and Transformer Engine in them is compiled against it, so installing vLLM on top would
-# mix ABIs. Instead we start from NGC's CUDA + cuDNN devel image, install torch 2.14.0, and build
-# Transformer Engine against that exact torch.
-ARG BASE_IMAGE=nvcr.io/nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
+# mix ABIs. Instead we start from NVIDIA's plain CUDA *devel* image (nvcc, headers, no cuDNN),
+# install torch 2.14.0 from its wheels, and build Transformer Engine against that exact torch.
+# No system cuDNN on purpose: torch's wheels bring nvidia-cudnn-cu13, and a TE built against a
+# second (system) cuDNN loads two cuDNNs in one process, a known cause of
+# CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED. TE is built and run against torch's cuDNN (CUDNN_PATH).
+ARG BASE_IMAGE=nvcr.io/nvidia/cuda:13.0.1-devel-ubuntu24.04
 FROM ${BASE_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
+    PATH=/opt/venv/bin:$PATH \
+    CUDNN_PATH=/opt/venv/lib/python3.12/site-packages/nvidia/cudnn
 
 RUN apt-get update && apt-get install -y --no-install-recommends \
         python3.12 python3.12-venv python3.12-dev git build-essential ninja-build libnccl-dev \
@@ -27,13 +32,18 @@ COPY requirements/gpu.txt requirements/gpu.txt
 # pins inside isolated build environments too (shared/docs/megatron-on-cpu.md §4.7).
 RUN pip install torch==2.14.0 \
     && PIP_CONSTRAINT=requirements/gpu.txt pip install -r requirements/gpu.txt \
-    && NVTE_FRAMEWORK=pytorch pip install --no-build-isolation "transformer_engine[pytorch]==2.20.2"
+    && test -f "$CUDNN_PATH/include/cudnn.h" \
+    && NVTE_FRAMEWORK=pytorch CUDNN_HOME="$CUDNN_PATH" \
+       pip install --no-build-isolation "transformer_engine[pytorch]==2.20.2"
 
 COPY pyproject.toml README.md ./
 COPY nemo_qwenlong nemo_qwenlong
 COPY conf conf
 RUN pip install --no-deps -e .
 
-# Smoke check at build time: the package imports and TE is importable.
-RUN python -c "import nemo_qwenlong, transformer_engine, megatron.core, vllm; print('ok')"
+# Smoke check at build time. `import transformer_engine` alone succeeds even when TE's PyTorch
+# extension failed to build; `transformer_engine.pytorch` loads it. There is no GPU driver while
+# building, so the CUDA driver stub stands in for libcuda.
+RUN LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs:$LD_LIBRARY_PATH python -c \
+    "import nemo_qwenlong, megatron.core, vllm, transformer_engine.pytorch, transformer_engine_torch; print('ok')"
 ENTRYPOINT ["nemo-qwenlong"]

@@ -25,6 +25,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_rollout.py
 	$(BIN)/python benchmarks/bench_rl_step.py
 	$(BIN)/python benchmarks/bench_e2e.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 clean:
 	rm -rf runs .pytest_cache nemo_qwenlong.egg-info

@@ -28,6 +28,13 @@ PURE_MODULES = [
     "nemo_qwenlong.rollout.refit",
     "nemo_qwenlong.backends.hf.checkpoint",
     "nemo_qwenlong.cli.convert_cmd",
+    "nemo_qwenlong.cli.eval_cmd",
+    "nemo_qwenlong.eval.metrics",
+    "nemo_qwenlong.eval.score",
+    "nemo_qwenlong.eval.generate",
+    "nemo_qwenlong.eval.report",
+    "nemo_qwenlong.eval.run",
+    "nemo_qwenlong.loops.evaluation",
     "nemo_qwenlong.demo.llm_stack",
 ]
 HEAVY = ("megatron", "vllm", "transformer_engine")

@@ -36,16 +36,38 @@ class SequenceLayout:
         return int(self.tokens.shape[1])
 
 
+# Rows (tokens) each rank's shard of S must be a multiple of before an FP8 GEMM sees it, per recipe.
+# Transformer Engine's `assert_dim_for_fp8_exec` (transformer_engine/pytorch/utils.py) raises unless
+# the product of an FP8 GEMM input's leading dims is divisible by 8; megatron-core aligns FP8 rows to
+# 16 (`fp8_utils.get_fp8_align_size`, 32 for mxfp8), which we follow. Blockwise scaling quantises in
+# 128-row blocks: `Float8BlockQuantizer.is_quantizable` (transformer_engine/pytorch/tensor/
+# float8_blockwise_tensor.py) needs the row product divisible by its block_len (128), else the
+# sequence-parallel all-gather of the norm+linear input cannot be done in FP8.
+FP8_LOCAL_ROWS = {"tensorwise": 16, "delayed": 16, "blockwise": 128}
+
+
+def fp8_local_rows(recipe: str) -> int:
+    """Row multiple a rank's local FP8 GEMM input needs under `recipe` (see FP8_LOCAL_ROWS)."""
+    if recipe not in FP8_LOCAL_ROWS:
+        raise ValueError(f"fp8 recipe {recipe!r} is not one of {tuple(FP8_LOCAL_ROWS)}")
+    return FP8_LOCAL_ROWS[recipe]
+
+
 def padding_multiple(*, context_parallel: int = 1, tensor_parallel: int = 1, sequence_parallel: bool = False,
-                     fp8: bool = False) -> int:
-    """Smallest S multiple that every enabled feature accepts (lcm of their requirements); each
-    requirement holds per context-parallel chunk, of which there are 2·CP."""
+                     fp8: str | None = None) -> int:
+    """Smallest S multiple that every enabled feature accepts (lcm of their requirements).
+
+    CP splits S into 2·CP chunks (each rank holds S/CP); sequence parallel splits a rank's S/CP over
+    TP. Under SP, TE's norm+linear checks its *local* input, B·S/(CP·TP) rows, so with one-row
+    micro-batches S/(CP·TP) itself must be a multiple of `fp8_local_rows(fp8)`; without SP the
+    local rows are B·S/CP. `fp8` names the recipe (None: no FP8)."""
     chunks = 2 * context_parallel if context_parallel > 1 else 1
     need = [chunks]
     if sequence_parallel:
         need.append(tensor_parallel * chunks)
-    if fp8:
-        need.append(16 * chunks)
+    if fp8 is not None:
+        shards = context_parallel * (tensor_parallel if sequence_parallel else 1)
+        need.append(shards * fp8_local_rows(fp8))
     return math.lcm(*need)
 
 

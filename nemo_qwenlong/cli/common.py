@@ -3,8 +3,58 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
 from nemo_qwenlong.config import RunConfig, load_config
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, wherever the command runs
+
+
+def packaged_recipe(name: str) -> str:
+    """A recipe shipped in the project's conf/ folder, found independently of the working directory."""
+    return str(RECIPES_DIR / name)
+
+
+def at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[str], float]:
+    """An argparse `type=` that parses with `kind` and refuses values below `minimum` (exit 2, at parse time)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def above(bound: float) -> Callable[[str], float]:
+    """An argparse `type=` for a float strictly above `bound`."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > bound or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number > {bound}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+
+
+def file_stem(text: str) -> str:
+    """An argparse `type=` for a bare file name stem (no folders, no `..`): outputs stay inside --out."""
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0") or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"expected a plain file name stem such as 'train' (no folders), got {text!r}")
+    return text
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -36,7 +36,10 @@ def _show(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for item in map(Path, args.paths):
-        files.extend(sorted(item.rglob("*.yaml")) if item.is_dir() else [item])
+        found = sorted(item.rglob("*.yaml")) if item.is_dir() else [item]
+        if not found:
+            raise ConfigError(f"{item}: folder holds no *.yaml recipes; pass recipe files or a folder of them")
+        files.extend(found)
     failures = 0
     for path in files:
         try:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from nemo_qwenlong.cli.common import quiet_backends
+from nemo_qwenlong.cli.common import above, non_negative_int, positive_int, quiet_backends
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -20,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            description="Streams layer by layer: memory stays near one layer, not the model.")
     imp.add_argument("--hf", required=True, type=Path, help="HF model folder (config.json + safetensors)")
     imp.add_argument("--out", required=True, type=Path, help="new checkpoint folder (must not exist or be empty)")
-    imp.add_argument("--tp", type=int, default=1, help="tensor-parallel chunking of the shards (any TP loads it); default 1")
-    imp.add_argument("--pp", type=int, default=1, help="pipeline-parallel size recorded for Megatron-Bridge; default 1")
+    imp.add_argument("--tp", type=positive_int, default=1,
+                     help="tensor-parallel chunking of the shards (>= 1; any TP loads it); default 1")
+    imp.add_argument("--pp", type=positive_int, default=1, help="pipeline-parallel size recorded for Megatron-Bridge (>= 1); default 1")
     imp.add_argument("--dtype", choices=DTYPES, help="cast weights; default: keep the checkpoint's dtype")
     imp.add_argument("--keep-rope-scaling", action="store_true",
                      help="keep a rope_scaling (e.g. YaRN) found in config.json; by default it is dropped for training")
@@ -32,26 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "rope layouts, the tokenizer and generation_config.json.")
     exp.add_argument("--megatron", required=True, type=Path, help="checkpoint root (latest step) or an iter_NNNNNNN folder")
     exp.add_argument("--out", required=True, type=Path, help="new HF folder (must not exist or be empty)")
-    exp.add_argument("--step", type=int, help="step under the root; default: the latest complete one")
-    exp.add_argument("--yarn-factor", type=float, help="add YaRN for serving (4 = 128K from 32K); default: none")
-    exp.add_argument("--yarn-original-max", type=int, default=32768,
+    exp.add_argument("--step", type=non_negative_int, help="step under the root; default: the latest complete one")
+    exp.add_argument("--yarn-factor", type=above(1.0), help="add YaRN for serving (> 1; 4 = 128K from 32K); default: none")
+    exp.add_argument("--yarn-original-max", type=positive_int, default=32768,
                      help="context the base model was trained at; default 32768")
     exp.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="weight dtype of the export; default bfloat16")
-    exp.add_argument("--max-shard-gb", type=float, default=4.0, help="safetensors shard size; default 4 GB")
+    exp.add_argument("--max-shard-gb", type=above(0.0), default=4.0, help="safetensors shard size (> 0); default 4 GB")
     exp.set_defaults(handler=_megatron_to_hf)
 
 
 def _run(fn, *args, **kwargs) -> int:  # noqa: ANN001
-    from nemo_qwenlong.backends.hf.checkpoint import CheckpointFormatError
-
+    """Run a converter. Its CheckpointFormatErrors become `convert ... error: ...` (exit 2) and SIGTERM/SIGINT
+    roll the staged output back (convert.staged_output) and exit 143/130, both through cli.errors."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_backends()
-    try:
-        report = fn(*args, **kwargs)
-    except (CheckpointFormatError, FileExistsError, ValueError, KeyError) as err:
-        print(f"convert error: {err}", file=sys.stderr)
-        return 2
-    print(report.line())
+    print(fn(*args, **kwargs).line())
     return 0
 
 

@@ -7,6 +7,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from nemo_qwenlong.cli.common import file_stem, positive_int
+from nemo_qwenlong.cli.errors import CommandError
+
 LAYOUTS = ("auto", "docqa_parquet", "jsonl", "docmath", "frames", "longbench")
 BUCKETS = (2_000, 4_000, 8_000, 16_000, 32_000, 64_000)
 
@@ -17,13 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     synth = verbs.add_parser("synth", help="write a synthetic long-document QA set in the DocQA-RL-1.6K parquet layout")
     synth.add_argument("--out", required=True, type=Path, help="output folder (train.parquet is written there)")
-    synth.add_argument("--n", required=True, type=int, help="number of items")
-    synth.add_argument("--min-tokens", required=True, type=int, help="shortest document, estimated tokens")
-    synth.add_argument("--max-tokens", required=True, type=int, help="longest document, estimated tokens")
+    synth.add_argument("--n", required=True, type=positive_int, help="number of items (>= 1)")
+    synth.add_argument("--min-tokens", required=True, type=positive_int, help="shortest document, estimated tokens")
+    synth.add_argument("--max-tokens", required=True, type=positive_int,
+                       help="longest document, estimated tokens (>= --min-tokens and >= 80, the facts a question needs)")
     synth.add_argument("--seed", type=int, default=1, help="item i depends only on (seed, i); default 1")
     synth.add_argument("--profile", choices=("uniform", "docqa"), default="uniform",
                        help="length distribution: uniform, or log-normal like DocQA-RL-1.6K (mean ~11K)")
-    synth.add_argument("--split", default="train", help="file name stem; default train")
+    synth.add_argument("--split", default="train", type=file_stem,
+                       help="file name stem (no folders: the file is written inside --out); default train")
     synth.set_defaults(handler=_synth)
 
     validate = verbs.add_parser("validate", help="check every row; summary when clean, one line per bad row otherwise")
@@ -39,6 +44,9 @@ def _synth(args: argparse.Namespace) -> int:
     from nemo_qwenlong.data.loaders import write_docqa_parquet
     from nemo_qwenlong.data.synth import synth_items
 
+    if args.min_tokens > args.max_tokens:
+        raise CommandError(f"--min-tokens {args.min_tokens} is above --max-tokens {args.max_tokens}; "
+                           "accepted: --min-tokens <= --max-tokens")
     items = list(tqdm(synth_items(args.n, min_tokens=args.min_tokens, max_tokens=args.max_tokens, seed=args.seed,
                                   profile=args.profile), total=args.n, desc="synth", unit="item", disable=args.n < 200))
     path = write_docqa_parquet(items, args.out / f"{args.split}.parquet")
@@ -62,10 +70,18 @@ def _load(path: Path, layout: str):
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from nemo_qwenlong.data.schema import EmptyDataError
+
     if not args.path.is_file():
-        print(f"error: {args.path} is not a file", file=sys.stderr)
-        return 2
-    items, report = _load(args.path, args.format)
+        raise CommandError(f"{args.path} is not a file; expected a .parquet (DocQA layout) or .jsonl file")
+    if args.tokenizer is not None and not args.tokenizer.is_dir():
+        raise CommandError(f"--tokenizer {args.tokenizer} is not a folder; expected a tokenizer folder "
+                           "(tokenizer.json / tokenizer_config.json), e.g. a model's HF folder")
+    try:
+        items, report = _load(args.path, args.format)
+    except EmptyDataError as err:
+        print(f"data validate warning: {err}", file=sys.stderr)
+        return 1
     for error in report.errors:
         print(str(error), file=sys.stderr)
     if report.errors:
@@ -91,7 +107,10 @@ def _lengths(items, args) -> tuple[dict[str, int], str]:
 
     from nemo_qwenlong.data.prompt import cache_path_for, prompt_lengths
 
-    tok = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=False)
+    try:
+        tok = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--tokenizer {args.tokenizer}: no loadable tokenizer there ({exc})") from None
     return prompt_lengths(items, tok, cache_path=cache_path_for(args.path), progress=True), "templated prompt tokens"
 
 

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from nemo_qwenlong import __version__
-from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, demo_cmd, run_cmd
-from nemo_qwenlong.config import ConfigError
+from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, run_cmd
+from nemo_qwenlong.cli.errors import run_command
 
-SUBCOMMANDS = (run_cmd, config_cmd, convert_cmd, data_cmd, demo_cmd)
+SUBCOMMANDS = (run_cmd, eval_cmd, config_cmd, convert_cmd, data_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
-    try:
-        return int(args.handler(args) or 0)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    return run_command(args)  # the error/signal convention of every subcommand (cli/errors.py)
 
 
 if __name__ == "__main__":

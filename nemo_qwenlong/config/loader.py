@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from nemo_qwenlong.config.schema import RunConfig
 from nemo_qwenlong.fsio import atomic_write_text
+from nemo_qwenlong.redact import redact_tree
 
 DEFAULTS_KEY = "defaults"
 RESOLVED_NAME = "config.yaml"
@@ -29,51 +30,121 @@ class ConfigError(ValueError):
     """A recipe or override that does not validate; the message lists every problem."""
 
 
+Origins = dict[tuple[str, ...], str]  # key path -> where it was set ("conf/a.yaml:12 (via defaults of ...)")
+OVERRIDE_ORIGIN = "command line override {key}=..."  # the value is left out: it may be a credential
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Resolve a recipe file (or the schema defaults when `path` is None) plus overrides."""
-    tree = load_tree(Path(path)) if path is not None else {}
+    """Resolve a recipe file (or the schema defaults when `path` is None) plus overrides. A problem names
+    the file and line (or the command line override) that set the offending key."""
+    tree, origins = _load(Path(path)) if path is not None else ({}, {})
     if overrides:
         # Overrides may reach into schema defaults (e.g. curriculum.stages.1.steps), so resolve them
         # on the full default tree with the recipe merged in.
         tree = deep_merge(RunConfig().model_dump(mode="python"), tree)
     for item in overrides:
         apply_override(tree, item)
-    return validate_tree(tree, source=str(path) if path else "<defaults>")
+        key = item.partition("=")[0].strip()
+        origins[tuple(key.split("."))] = OVERRIDE_ORIGIN.format(key=key)
+    return validate_tree(tree, source=str(path) if path else "<defaults>", origins=origins)
 
 
-def validate_tree(tree: dict[str, Any], source: str = "<config>") -> RunConfig:
+def validate_tree(tree: dict[str, Any], source: str = "<config>", origins: Origins | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        lines = [describe_error(e) for e in err.errors()]
+        lines = [describe_error(e) + _set_at(e["loc"], origins or {}) for e in err.errors()]
         raise ConfigError(f"{source}: {len(lines)} problem(s)\n" + "\n".join(f"  - {ln}" for ln in lines)) from None
+
+
+def _set_at(loc: Sequence[Any], origins: Origins) -> str:
+    """Where the offending key was set: an override of it or of a key under it (a section-level check),
+    else the recipe line that set it, else the nearest enclosing key; '' when only schema defaults did."""
+    parts = tuple(str(p) for p in loc if not str(p).startswith("function-"))
+    overrides = sorted({v for k, v in origins.items() if k[:len(parts)] == parts and v.startswith("command line")})
+    if parts and overrides:
+        return f" (set at {'; '.join(overrides)})"
+    for n in range(len(parts), 0, -1):
+        if parts[:n] in origins:
+            return f" (set at {origins[parts[:n]]})"
+    return ""
 
 
 def load_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The merged mapping of a recipe and everything it inherits."""
+    return _load(path, _chain)[0]
+
+
+def _load(path: Path, chain: tuple[Path, ...] = (), referrer: str | None = None) -> tuple[dict[str, Any], Origins]:
+    """(merged mapping, where each key path was set) for a recipe and the `defaults:` it inherits."""
     path = path.resolve()
-    if path in _chain:
-        cycle = " -> ".join(str(p) for p in (*_chain, path))
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"defaults cycle: {cycle}")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            raw = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping, got {type(raw).__name__}")
+        named = f" (named in `{DEFAULTS_KEY}:` at {referrer})" if referrer else ""
+        raise ConfigError(f"config file not found: {path}{named}")
+    via = f" via {' -> '.join(p.name for p in (*chain, path))}" if chain else ""
+    raw, lines = _read_yaml(path)
     parents = raw.pop(DEFAULTS_KEY, None) or []
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-        raise ConfigError(f"{path}: '{DEFAULTS_KEY}' must be a path or a list of paths, got {parents!r}")
+        raise ConfigError(f"{path}:{lines.get((DEFAULTS_KEY,), '?')}: '{DEFAULTS_KEY}' must be a path or a list of "
+                          f"paths, got {parents!r}")
     merged: dict[str, Any] = {}
+    origins: Origins = {}
     for parent in parents:
-        merged = deep_merge(merged, load_tree(path.parent / parent, (*_chain, path)))
-    return deep_merge(merged, raw)
+        tree, found = _load(path.parent / parent, (*chain, path), f"{path}:{lines.get((DEFAULTS_KEY,), '?')}")
+        merged = deep_merge(merged, tree)
+        origins.update(found)
+    origins.update({key: f"{path}:{line}{via}" for key, line in lines.items() if key[0] != DEFAULTS_KEY})
+    return deep_merge(merged, raw), origins
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """A recipe's mapping and the 1-based line of every key path in it; duplicate keys and empty
+    recipes are errors that name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); a recipe is YAML") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{path}: empty recipe (no keys); a recipe is a mapping, at least `{DEFAULTS_KEY}:` "
+                              "naming the recipe it changes")
+        lines: dict[tuple[str, ...], int] = {}
+        _key_lines(node, (), lines, path)
+        raw = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping, got {type(raw).__name__}")
+    if not raw:
+        raise ConfigError(f"{path}: empty recipe (no keys)")
+    return raw, lines
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int], path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in seen:
+                dotted = ".".join((*prefix, key))
+                raise ConfigError(f"{path}:{line}: duplicate key {dotted!r} (first set at line {seen[key]}); "
+                                  "each key may appear once per mapping")
+            seen[key] = line
+            out[(*prefix, key)] = line
+            _key_lines(value_node, (*prefix, key), out, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.setdefault((*prefix, str(i)), item.start_mark.line + 1)
+            _key_lines(item, (*prefix, str(i)), out, path)
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +249,8 @@ def field_info(loc: Sequence[str]) -> Any:
 
 
 def to_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+    """The resolved config as YAML, credentials redacted (nemo_qwenlong.redact): what run dirs and logs get."""
+    return yaml.safe_dump(redact_tree(cfg.model_dump(mode="json")), sort_keys=False, default_flow_style=False)
 
 
 def write_run_config(cfg: RunConfig, run_dir: str | os.PathLike) -> Path:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from nemo_qwenlong.config.base import Section, field, section
+from nemo_qwenlong.redact import is_secret_name
 
 
 class CheckpointConfig(Section):
@@ -58,7 +59,7 @@ class ClusterConfig(Section):
             missing = [k for k in ("account", "partition") if not getattr(self, k)]
             if missing:
                 raise ValueError(f"cluster.executor='slurm' needs {', '.join('cluster.' + m for m in missing)}")
-        secret = [k for k in self.env_vars if any(s in k.upper() for s in ("KEY", "TOKEN", "SECRET", "PASSWORD"))]
+        secret = [k for k in self.env_vars if is_secret_name(k)]
         if secret:
             raise ValueError(
                 f"cluster.env_vars holds {secret}: configs are written into run directories and logs; "

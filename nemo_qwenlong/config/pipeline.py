@@ -58,6 +58,10 @@ class JudgeConfig(Section):
 class RewardConfig(Section):
     """Hybrid reward: rule match, then the judge (spec §3)."""
 
+    protocol: Literal["strict", "qwenlong"] = field(
+        "strict", "strict: our corrected scorer (last answer phrase in any case, no empty matches, hardened judge "
+        "prompt); qwenlong: the released training reward, quirks included (docs/eval.md)"
+    )
     require_think: bool = field(True, "no '</think>' scores 0 (training); false falls back to the whole text (eval)")
     judge_when: Literal["rule_fail", "always", "never"] = field(
         "rule_fail", "ask the judge only when the rule says 0 (training), for every item (eval), or never"
@@ -205,10 +209,18 @@ class DataConfig(Section):
 
 
 class EvaluationConfig(Section):
-    """The run's `eval` stage: held-out accuracy of the SFT checkpoint and of the final policy."""
+    """The run's `eval` stage: the DocQA evaluation (docs/eval.md) of the SFT checkpoint and of the final
+    policy, on the held-out set or on `benchmarks` (generation with the run's engine, scoring by
+    `eval.score`: the released `qwenlong` protocol and `strict` beside it)."""
 
     heldout_path: str | None = field(None, "held-out set (same layouts as data.train_path); the tiny task makes its own")
     max_items: int | None = field(None, "score at most this many held-out items (null: all)", ge=1)
     temperature: float = field(0.0, "sampling temperature (0: greedy, the released eval)", ge=0, le=10)
     max_new_tokens: int | None = field(None, "output cap; null: rollout.max_new_tokens", ge=1)
     compare_sft: bool = field(True, "also score the SFT checkpoint, so the summary shows what RL added")
+    benchmarks: str | None = field(None, "null: the held-out set; else `eval generate --benchmarks` (e.g. "
+                                   "docmath,frames,2wikimqa,hotpotqa,musique,narrativeqa,qasper)")
+    data_dir: str | None = field(None, "the released eval data folder, for `benchmarks` (eval generate --data-dir)")
+    top_p: float = field(1.0, "nucleus sampling (the released eval: 0.95 at temperature 0.7)", gt=0, le=1)
+    samples: int = field(1, "responses per item (avg@k)", ge=1)
+    max_input_tokens: int = field(120_000, "middle-truncate longer prompts (the released cap)", ge=2)

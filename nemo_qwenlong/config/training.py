@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from nemo_qwenlong.config.base import Section, field, section
 
@@ -71,6 +71,14 @@ class ModelConfig(Section):
         return self
 
 
+# Context-parallel communication types that work with our parallel init: megatron-core passes the
+# value to Transformer Engine's attention (transformer_config.py `cp_comm_type`: "p2p", "all_gather",
+# "a2a", "a2a+p2p"). "a2a+p2p" also needs hierarchical CP groups
+# (`initialize_model_parallel(hierarchical_context_parallel_sizes=...)`, asserted in
+# extensions/transformer_engine.py TEDotProductAttention), which `parallel.init_parallel` does not build.
+CP_COMM_TYPES = ("p2p", "all_gather", "a2a")
+
+
 class ParallelismConfig(Section):
     """Megatron parallel layout. CP, FP8 and the TE spec exist on GPUs only (docs/dependencies.md)."""
 
@@ -78,7 +86,8 @@ class ParallelismConfig(Section):
     pipeline_parallel: int = field(1, "pipeline-parallel size", ge=1, le=128)
     context_parallel: int = field(1, "context-parallel size (splits the sequence; needs TE attention)", ge=1, le=64)
     sequence_parallel: bool = field(False, "shard norms/dropout activations along the sequence (needs TP>1)")
-    cp_comm_type: Literal["p2p", "a2a", "allgather", "a2a+p2p"] = field("p2p", "context-parallel attention comm")
+    cp_comm_type: Literal["p2p", "all_gather", "a2a"] = field(
+        "p2p", "context-parallel attention comm (Transformer Engine's names): p2p ring, all_gather of K/V, a2a")
     transformer_impl: Literal["local", "transformer_engine"] = field(
         "transformer_engine", "layer spec: Transformer Engine (GPU) or megatron-core's local torch spec (CPU)"
     )
@@ -86,8 +95,21 @@ class ParallelismConfig(Section):
         None, "FP8 recipe through Transformer Engine; null trains in model.dtype (blockwise needs Hopper)"
     )
     distributed_optimizer: bool = field(True, "shard optimizer state over data-parallel ranks (GPU only)")
-    recompute: Literal["none", "selective", "full"] = field("selective", "activation recompute granularity")
+    recompute: Literal["none", "selective", "full"] = field(
+        "none", "activation recompute: none; selective (core attention: pays off only with the local spec's "
+        "[S×S] scores, not TE flash attention); full (every layer; what a 32B layout on 80 GB GPUs needs, "
+        "docs/megatron.md)")
     dist_backend: Literal["nccl", "gloo"] = field("nccl", "torch.distributed backend (gloo on CPU)")
+
+    @field_validator("cp_comm_type", mode="before")
+    @classmethod
+    def _cp_comm_type(cls, value: object) -> object:
+        if value in CP_COMM_TYPES:
+            return value
+        hint = {"allgather": " (Transformer Engine rejects 'allgather': its name is 'all_gather')",
+                "a2a+p2p": " ('a2a+p2p' needs hierarchical context-parallel groups, which parallel init does "
+                           "not build)"}.get(str(value), "")
+        raise ValueError(f"parallelism.cp_comm_type={value!r} is not accepted; use one of {CP_COMM_TYPES}{hint}")
 
     @model_validator(mode="after")
     def _gpu_only_features(self) -> "ParallelismConfig":
@@ -121,6 +143,9 @@ class OptimConfig(Section):
     beta2: float = field(0.999, "AdamW beta2", ge=0, lt=1)
     eps: float = field(1e-8, "AdamW epsilon", gt=0)
     grad_clip: float = field(1.0, "max global gradient norm; 0 disables clipping", ge=0)
+    nonfinite_grad: Literal["skip", "error"] = field(
+        "skip", "a NaN/inf global gradient norm (bf16 has no loss scaler to catch it): skip the update and "
+        "count it (metric skipped_steps), or stop with an error")
 
 
 def _sft_optim() -> OptimConfig:

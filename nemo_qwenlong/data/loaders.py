@@ -16,13 +16,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nemo_qwenlong.data.prompt import build_prompt, document_from_prompt
-from nemo_qwenlong.data.schema import DataValidationError, DocQAItem, LoadReport, RowError
+from nemo_qwenlong.data.schema import (
+    DataError,
+    DataValidationError,
+    DocQAItem,
+    EmptyDataError,
+    LoadReport,
+    RowError,
+)
 from nemo_qwenlong.fsio import atomic_write_parquet
 from nemo_qwenlong.rewards.extract import question_from_prompt
 from nemo_qwenlong.rewards.routing import route
 
 EvalLayout = Literal["docmath", "frames", "longbench"]
 RowParser = Callable[[dict[str, Any], int, str], DocQAItem]
+NumberedRows = Iterable[tuple[int, Any]]  # (row number as reported: JSONL line number, parquet row index; row)
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "docqa_parquet": ("prompt", "data_source", "reward_model", "extra_info"),
+    "docmath": ("paragraphs", "question", "ground_truth"),
+    "frames": ("wiki_items", "Prompt", "Answer"),
+    "longbench": ("context", "input", "answers"),
+}
 
 
 class _Bad(Exception):
@@ -53,11 +67,20 @@ def _source(value: Any) -> str:
     return value
 
 
-def _validated(rows: Iterable[dict[str, Any]], path: str, parse: RowParser, skip_invalid: bool) -> tuple[list[DocQAItem], LoadReport]:
+def _check_columns(columns: Iterable[str], layout: str, path: str) -> None:
+    """A structural problem is reported once for the file, not once per row."""
+    have = set(columns)
+    missing = [c for c in REQUIRED_COLUMNS[layout] if c not in have]
+    if missing and have:
+        raise DataError(f"{path}: column(s) {missing} missing for the {layout} layout (the file has "
+                        f"{sorted(have)}; {layout} needs {list(REQUIRED_COLUMNS[layout])})")
+
+
+def _validated(rows: NumberedRows, path: str, parse: RowParser, skip_invalid: bool) -> tuple[list[DocQAItem], LoadReport]:
     report = LoadReport(path=path)
     items: list[DocQAItem] = []
     seen: set[str] = set()
-    for i, row in enumerate(rows):
+    for i, (number, row) in enumerate(rows):
         report.rows += 1
         try:
             if isinstance(row, _Bad):  # a line the reader could not parse
@@ -68,10 +91,12 @@ def _validated(rows: Iterable[dict[str, Any]], path: str, parse: RowParser, skip
             if item.item_id in seen:
                 raise _Bad("id", f"duplicate item id {item.item_id!r}")
         except _Bad as bad:
-            report.errors.append(RowError(path, i, bad.field, bad.reason))
+            report.errors.append(RowError(path, number, bad.field, bad.reason))
             continue
         seen.add(item.item_id)
         items.append(item)
+    if report.rows == 0:
+        raise EmptyDataError(f"{path}: no rows (an empty file, or only blank lines); a data file needs at least one row")
     report.loaded = len(items)
     if report.errors and not skip_invalid:
         raise DataValidationError(report.errors, report.rows)
@@ -82,8 +107,12 @@ def _validated(rows: Iterable[dict[str, Any]], path: str, parse: RowParser, skip
 
 def _docqa_row(row: dict[str, Any], i: int, path: str) -> DocQAItem:
     messages = row.get("prompt")
-    if not isinstance(messages, (list, tuple)) or not messages:
+    if messages is None:
+        raise _Bad("prompt", "missing (expected a non-empty list of chat messages)")
+    if not isinstance(messages, (list, tuple)):
         raise _Bad("prompt", f"expected a non-empty list of chat messages, got {type(messages).__name__}")
+    if not messages:
+        raise _Bad("prompt", "empty list (expected at least one chat message {role, content})")
     clean = []
     for j, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
@@ -114,13 +143,21 @@ def validate_docqa_rows(
     rows: Iterable[dict[str, Any]], source: str, *, skip_invalid: bool = False
 ) -> tuple[list[DocQAItem], LoadReport]:
     """Validate DocQA-layout rows from any reader (parquet, `datasets`, JSON); `source` names them in errors."""
-    return _validated(rows, source, _docqa_row, skip_invalid)
+    return _validated(enumerate(rows), source, _docqa_row, skip_invalid)
 
 
 def load_docqa_parquet(path: str | Path, *, skip_invalid: bool = False) -> tuple[list[DocQAItem], LoadReport]:
+    """DocQA-layout rows from a parquet file; rows are numbered from 0 (the parquet row index)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return validate_docqa_rows(pq.read_table(path).to_pylist(), str(path), skip_invalid=skip_invalid)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable parquet file ({exc}); expected a DocQA-layout .parquet "
+                        "(or pass --format for another layout)") from None
+    _check_columns(table.column_names, "docqa_parquet", str(path))
+    return validate_docqa_rows(table.to_pylist(), str(path), skip_invalid=skip_invalid)
 
 
 def write_docqa_parquet(items: Iterable[DocQAItem], path: str | Path, *, ability: dict[str, str] | None = None) -> Path:
@@ -164,21 +201,27 @@ def _jsonl_row(row: dict[str, Any], i: int, path: str) -> DocQAItem:
                      _gold_sentence(kind, answers[0]), tuple(a.strip() for a in answers))
 
 
-def _read_jsonl(path: Path) -> list[Any]:
-    """Parsed lines; a line that is not JSON becomes a `_Bad` row, reported with its row number."""
-    rows: list[Any] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                rows.append(_Bad("(row)", f"not valid JSON ({exc.msg}, line {n + 1})"))
+def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(1-based line number, parsed line) for every non-blank line; a line that is not JSON becomes a
+    `_Bad` row. Row errors therefore carry the file's own line numbers."""
+    rows: list[tuple[int, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    rows.append((n, _Bad("(row)", f"not valid JSON ({exc.msg})")))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); JSONL is one JSON "
+                        "object per line (a .parquet file needs --format docqa_parquet)") from None
     return rows
 
 
 def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> tuple[list[DocQAItem], LoadReport]:
+    """Plain JSONL rows; row numbers in errors are the file's line numbers (1-based)."""
     return _validated(_read_jsonl(Path(path)), str(path), _jsonl_row, skip_invalid)
 
 
@@ -232,9 +275,14 @@ def load_eval(
     import datasets
 
     datasets.disable_progress_bars()
-    rows = datasets.load_dataset("json", data_files=str(path), split="train")
+    try:
+        rows = datasets.load_dataset("json", data_files=str(path), split="train")
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for a file that is not JSON
+        raise DataError(f"{path}: not readable as JSON/JSONL for the {layout} layout "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    _check_columns(rows.column_names, layout, str(path))
     parse = {"docmath": _docmath_row, "frames": _frames_row, "longbench": _longbench_row(name)}[layout]
-    return _validated((dict(r) for r in rows), str(path), parse, skip_invalid)
+    return _validated(enumerate(dict(r) for r in rows), str(path), parse, skip_invalid)
 
 
 def load_items(path: str | Path, fmt: Literal["docqa_parquet", "jsonl"], *, skip_invalid: bool = False):

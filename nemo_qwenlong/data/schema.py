@@ -53,7 +53,16 @@ class LoadReport:
         return len(self.errors)
 
 
-class DataValidationError(ValueError):
+class DataError(ValueError):
+    """A data file that cannot be used as a whole: unreadable, empty, wrong format, a missing column.
+    The message names the file and says what is accepted."""
+
+
+class EmptyDataError(DataError):
+    """A data file with no rows."""
+
+
+class DataValidationError(DataError):
     """Bad rows; the message has one line per row (file, row, field, reason)."""
 
     def __init__(self, errors: Sequence[RowError], total_rows: int) -> None:

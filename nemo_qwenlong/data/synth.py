@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from typing import Literal
 
 from nemo_qwenlong.data.prompt import build_prompt
-from nemo_qwenlong.data.schema import DocQAItem
+from nemo_qwenlong.data.schema import DataError, DocQAItem
 
 TOKENS_PER_WORD = 1.3
+MIN_DOCUMENT_TOKENS = 80  # the facts a question needs (up to ~50 words: the numeric kind's five revenue lines)
 KINDS = ("single_hop", "two_hop", "numeric", "choice")
 LengthProfile = Literal["uniform", "docqa"]
 _SYLLABLES = ("ka", "lo", "mir", "ven", "sa", "tor", "el", "dri", "no", "ba", "qui", "ster", "an", "ro", "vi", "zel")
@@ -60,13 +61,14 @@ def _target_tokens(rng: random.Random, lo: int, hi: int, profile: LengthProfile)
 
 
 def _document(rng: random.Random, facts: list[str], target_tokens: int) -> str:
-    words_left = max(len(" ".join(facts).split()), int(target_tokens / TOKENS_PER_WORD))
+    """Facts plus filler totalling int(target_tokens / TOKENS_PER_WORD) words (the last filler sentence
+    is cut to fit), so the document's estimated length stays inside the requested bounds."""
+    filler_words = int(target_tokens / TOKENS_PER_WORD) - len(" ".join(facts).split())
     sentences: list[str] = []
-    count = 0
-    while count < words_left:
-        s = _filler(rng)
-        sentences.append(s)
-        count += len(s.split())
+    while filler_words > 0:
+        words = _filler(rng).split()[:filler_words]
+        filler_words -= len(words)
+        sentences.append(" ".join(words).rstrip(".") + ".")
     for fact in facts:
         sentences.insert(rng.randrange(len(sentences) + 1), fact)
     paragraphs = [" ".join(sentences[i:i + 6]) for i in range(0, len(sentences), 6)]
@@ -76,7 +78,7 @@ def _document(rng: random.Random, facts: list[str], target_tokens: int) -> str:
 def synth_item(seed: int, index: int, *, min_tokens: int, max_tokens: int, profile: LengthProfile = "uniform") -> DocQAItem:
     rng = random.Random(f"{seed}-{index}")
     kind = KINDS[index % len(KINDS)]
-    target = _target_tokens(rng, min_tokens, max_tokens, profile)
+    target = _target_tokens(rng, max(min_tokens, MIN_DOCUMENT_TOKENS), max_tokens, profile)
     people = [_name(rng, 3) for _ in range(4)]
     cities = [_name(rng, 2) + "ville" for _ in range(4)]
     countries = [_name(rng, 2) + "ia" for _ in range(4)]
@@ -109,7 +111,11 @@ def synth_item(seed: int, index: int, *, min_tokens: int, max_tokens: int, profi
 
 
 def synth_items(n: int, *, min_tokens: int, max_tokens: int, seed: int, profile: LengthProfile = "uniform") -> Iterator[DocQAItem]:
-    if n < 1 or min_tokens < 1 or max_tokens < min_tokens:
-        raise ValueError(f"need n >= 1 and 1 <= min_tokens <= max_tokens, got n={n}, {min_tokens}..{max_tokens}")
+    """`n` items with documents of [min_tokens, max_tokens] estimated tokens; DataError for bounds it cannot honour."""
+    if n < 1:
+        raise DataError(f"n={n}: the number of items must be >= 1")
+    if min_tokens < 1 or max_tokens < min_tokens or max_tokens < MIN_DOCUMENT_TOKENS:
+        raise DataError(f"min_tokens={min_tokens}, max_tokens={max_tokens}: need 1 <= min_tokens <= max_tokens and "
+                        f"max_tokens >= {MIN_DOCUMENT_TOKENS} (the estimated tokens of the facts a question needs)")
     for i in range(n):
         yield synth_item(seed, i, min_tokens=min_tokens, max_tokens=max_tokens, profile=profile)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,11 +32,14 @@ from nemo_qwenlong.config.pipeline import StageConfig
 from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
 from nemo_qwenlong.demo.policy import GRUPolicy
 from nemo_qwenlong.demo.task import ToyDocQA, ToyItem, is_correct
+from nemo_qwenlong.fsio import atomic_write_bytes, atomic_write_text
+from nemo_qwenlong.loops.preemption import Preempted
 
 log = logging.getLogger(__name__)
 
 
 POOL_PER_STAGE = 512  # toy items per curriculum stage band
+DEMO_STATE = "demo_state.pt"  # policy, optimiser, generator, sampler, counters, metrics history
 
 
 @dataclass
@@ -150,7 +155,10 @@ def train_on_batch(policy: GRUPolicy, ref: GRUPolicy | None, opt: torch.optim.Op
     return out
 
 
-def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoResult:
+def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True, stop: Callable[[], bool] | None = None) -> DemoResult:
+    """The toy RL run. With `checkpoint.resume: auto` a run dir holding `demo_state.pt` continues after its
+    last saved step (metrics.jsonl is cut back to it); `stop()` true at a step boundary (SIGTERM/SIGUSR1,
+    loops.preemption) saves the state and raises Preempted."""
     check_demo_config(cfg)
     torch.manual_seed(cfg.seed)
     task = ToyDocQA()
@@ -162,42 +170,115 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> DemoRes
     o = cfg.rl.optim
     opt = torch.optim.AdamW(policy.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
     metrics_path = run_dir / "metrics.jsonl"
-    total = sum(s.steps or 0 for s in cfg.curriculum.stages)
+    state_path = run_dir / DEMO_STATE
     history: list[dict[str, float | str]] = []
-    bar = tqdm(total=total, desc="demo RL", unit="step", disable=not progress)
+    source = resume_source(cfg.checkpoint.resume, run_dir)
+    if source is not None:
+        history = load_demo_state(source, policy, ref, opt, st)
+        log.info("resuming after step %d from %s", len(history), source)
+    atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))  # never a stale tail
+    total = sum(s.steps or 0 for s in cfg.curriculum.stages)
+    bar = tqdm(total=total, initial=len(history), desc="demo RL", unit="step", disable=not progress)
+    done_before = 0
     with open(metrics_path, "a", encoding="utf-8") as sink:
         for k, stage in enumerate(cfg.curriculum.stages):
+            steps = stage.steps or 0
+            if done_before + steps <= len(history):
+                done_before += steps
+                continue
             sampler.set_stage(k)
             log.info("stage %s: prompts of (%d, %d] tokens, %d steps, retrospective share %.2f", stage.name,
                      stage.min_input_tokens, stage.max_input_tokens, stage.steps, stage.retrospective.share)
-            for _ in range(stage.steps or 0):
-                t0 = time.perf_counter()
-                st.round_correct.clear()
-                st.step = len(history) + 1
-                ds = cfg.rl.dynamic_sampling
-                batch, ds_stats = collect_groups(
-                    lambda _r: generate_round(policy, cfg, stage, st), target_groups=cfg.rl.train_batch_size,
-                    group_size=cfg.rl.group_size, max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
-                )
-                m = train_on_batch(policy, ref, opt, batch, cfg)
-                row = {"step": st.step, "stage": stage.name,
-                       "accuracy": sum(st.round_correct) / len(st.round_correct),
-                       "reward_mean": float(batch.rewards.mean()),
-                       "response_len_mean": float(batch.response_lengths.float().mean()),
-                       "truncated_frac": float(batch.truncated.float().mean()),
-                       "retro_rows": sum(not i.startswith(f"toy-{k}-") for i in batch.item_ids),
-                       "step_s": time.perf_counter() - t0} | m | ds_stats.as_metrics() | sampler.metrics()
+            for _ in range(len(history) - done_before, steps):
+                row = rl_step(policy, ref, opt, cfg, stage, k, st, len(history) + 1)
                 history.append(row)
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
                 bar.update(1)
                 bar.set_postfix(stage=stage.name, acc=f"{row['accuracy']:.2f}")
+                if len(history) % cfg.checkpoint.save_every_steps == 0:
+                    save_demo_state(state_path, policy, ref, opt, st, history)
+                if stop is not None and stop():
+                    save_demo_state(state_path, policy, ref, opt, st, history)
+                    raise Preempted(f"step {len(history)}")
+            done_before += steps
     bar.close()
+    save_demo_state(state_path, policy, ref, opt, st, history)
     sampler.ledger.to_csv(run_dir / "difficulty_ledger.csv")
     plot_path = plot_history(history, run_dir / "demo_curve.png")
     window = max(1, min(5, len(history) // 4))
     acc = [float(h["accuracy"]) for h in history]
     return DemoResult(len(history), sum(acc[:window]) / window, sum(acc[-window:]) / window, metrics_path, plot_path)
+
+
+def rl_step(policy: GRUPolicy, ref: GRUPolicy | None, opt: torch.optim.Optimizer, cfg: RunConfig, stage: StageConfig,
+            k: int, st: DemoState, step: int) -> dict[str, float | str]:
+    """One RL step of stage `k`: dynamic-sampling rounds, then the update; returns the metrics row."""
+    t0 = time.perf_counter()
+    st.round_correct.clear()
+    st.step = step
+    ds = cfg.rl.dynamic_sampling
+    batch, ds_stats = collect_groups(
+        lambda _r: generate_round(policy, cfg, stage, st), target_groups=cfg.rl.train_batch_size,
+        group_size=cfg.rl.group_size, max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
+    )
+    m = train_on_batch(policy, ref, opt, batch, cfg)
+    return {"step": step, "stage": stage.name,
+            "accuracy": sum(st.round_correct) / len(st.round_correct),
+            "reward_mean": float(batch.rewards.mean()),
+            "response_len_mean": float(batch.response_lengths.float().mean()),
+            "truncated_frac": float(batch.truncated.float().mean()),
+            "retro_rows": sum(not i.startswith(f"toy-{k}-") for i in batch.item_ids),
+            "step_s": time.perf_counter() - t0} | m | ds_stats.as_metrics() | st.sampler.metrics()
+
+
+# ---- resume: everything a step depends on, in one weights-only file -----------------------------
+
+def resume_source(resume: str, run_dir: Path) -> Path | None:
+    """The state file to continue from: `checkpoint.resume` 'auto' (this run dir's, if any), 'never'
+    (a run dir that already holds a demo run is refused), or a folder holding demo_state.pt."""
+    own = run_dir / DEMO_STATE
+    if resume == "auto":
+        return own if own.is_file() else None
+    if resume == "never":
+        if own.is_file() or (run_dir / "metrics.jsonl").is_file():
+            raise ConfigError(f"checkpoint.resume='never' but {run_dir} already holds a demo run; "
+                              "choose a new --run-dir or set checkpoint.resume=auto")
+        return None
+    given = Path(resume) / DEMO_STATE if Path(resume).is_dir() else Path(resume)
+    if not given.is_file():
+        raise ConfigError(f"checkpoint.resume={resume!r}: no {DEMO_STATE} there; accepted: 'auto', 'never', "
+                          f"or a demo run dir / {DEMO_STATE} file")
+    return given
+
+
+def save_demo_state(path: Path, policy: GRUPolicy, ref: GRUPolicy | None, opt: torch.optim.Optimizer,
+                    st: DemoState, history: list[dict]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"version": 1, "policy": policy.state_dict(), "ref": ref.state_dict() if ref is not None else None,
+                "optimizer": opt.state_dict(), "generator": st.gen.get_state(), "sampler": st.sampler.state_dict(),
+                "next_group": st.next_group, "next_sample": st.next_sample, "history": history}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_demo_state(path: Path, policy: GRUPolicy, ref: GRUPolicy | None, opt: torch.optim.Optimizer,
+                    st: DemoState) -> list[dict]:
+    """Restore a demo state file (read with weights_only=True: it cannot run code); returns the history."""
+    from nemo_qwenlong.backends.megatron.safe_load import load_weights_only
+
+    state = load_weights_only(str(path), str(path))
+    try:
+        policy.load_state_dict(state["policy"])
+        if ref is not None and state["ref"] is not None:
+            ref.load_state_dict(state["ref"])
+        opt.load_state_dict(state["optimizer"])
+        st.gen.set_state(state["generator"])
+        st.sampler.load_state_dict(state["sampler"])
+        st.next_group, st.next_sample = int(state["next_group"]), int(state["next_sample"])
+        return list(state["history"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{path}: not a demo state of this config ({type(exc).__name__}: {exc}); "
+                          "use a new --run-dir or the config it was started with") from None
 
 
 def plot_history(history: list[dict], path: Path) -> Path | None:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import time
@@ -52,6 +53,28 @@ class RunOptions:
     resume: str = "auto"  # auto | never
     max_steps: int | None = None
     progress: bool = True
+
+
+def check_hardware(cfg: RunConfig, world: int) -> None:
+    """Refuse, before any process group, model or tensor exists, a recipe this machine or launch cannot
+    run (GPU recipe without CUDA, more local ranks than GPUs, a layout the ranks cannot hold).
+    The one hardware check: `run`, `demo` and `smoke` all call it."""
+    import torch
+
+    p = cfg.parallelism
+    gpu_recipe = p.dist_backend == "nccl" or p.transformer_impl == "transformer_engine"
+    if gpu_recipe and not torch.cuda.is_available():
+        raise RunError(f"{cfg.name} is a GPU recipe (parallelism.dist_backend={p.dist_backend!r}, "
+                       f"parallelism.transformer_impl={p.transformer_impl!r}; cluster {cfg.cluster.nodes}×"
+                       f"{cfg.cluster.gpus_per_node} GPUs) and this machine has no CUDA device; "
+                       "launch it on a GPU cluster, or run conf/tiny-cpu.yaml here")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    if gpu_recipe and local > torch.cuda.device_count():
+        raise RunError(f"this launch starts {local} local rank(s) but the machine has {torch.cuda.device_count()} "
+                       "CUDA device(s); lower --nproc-per-node")
+    if world % (p.tensor_parallel * p.context_parallel):
+        raise RunError(f"parallelism TP×CP = {p.tensor_parallel}×{p.context_parallel} does not divide the "
+                       f"{world} rank(s) of this launch (use --nproc-per-node)")
 
 
 # ---- run directory and resume checks ------------------------------------------------------------
@@ -186,18 +209,8 @@ class Run:
 
     def _check_supported(self) -> None:
         """Refuse, before any process group or model exists, what this machine or `run` cannot do."""
-        import torch
-
         cfg = self.cfg
-        p = cfg.parallelism
-        if not torch.cuda.is_available() and (p.dist_backend == "nccl" or p.transformer_impl == "transformer_engine"):
-            raise RunError(f"{cfg.name} is a GPU recipe (parallelism.dist_backend={p.dist_backend!r}, "
-                           f"parallelism.transformer_impl={p.transformer_impl!r}) and this machine has no CUDA device; "
-                           "launch it on a GPU cluster, or run conf/tiny-cpu.yaml here")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world % (p.tensor_parallel * p.context_parallel):
-            raise RunError(f"parallelism TP×CP = {p.tensor_parallel}×{p.context_parallel} does not divide the "
-                           f"{world} rank(s) of this launch (use --nproc-per-node)")
+        check_hardware(cfg, int(os.environ.get("WORLD_SIZE", "1")))
         if cfg.rl.kl_coef > 0:
             raise RunError(f"rl.kl_coef={cfg.rl.kl_coef}: `run` holds no reference policy yet (the released DAPO "
                            "settings use 0); set rl.kl_coef=0")
@@ -469,8 +482,6 @@ class Run:
         load_weights(self.policy, root or self.files.megatron_dir, optimizer=False)
 
     def export_stage(self) -> None:
-        import shutil
-
         from nemo_qwenlong.loops.backend import export_hf
 
         folder = self.dirs["export"]
@@ -488,8 +499,7 @@ class Run:
 
     def eval_stage(self) -> None:
         from nemo_qwenlong.loops.backend import build_engine, hf_tensors
-        from nemo_qwenlong.loops.rl import RLEnv, evaluate_items
-        from nemo_qwenlong.rewards.hybrid import build_reward
+        from nemo_qwenlong.loops.evaluation import eval_items, evaluate_model, overall
 
         folder = self.dirs["eval"]
         step = self.rl_done_step or self._latest_rl()[1]
@@ -498,32 +508,32 @@ class Run:
             self.eval_result = done
             return
         cfg = self.cfg
-        self._encode_items()
-        items = self.data.heldout[: cfg.evaluation.max_items]
         models = {}
         if cfg.evaluation.compare_sft and "sft" in cfg.pipeline:
             models["sft"] = self.dirs["sft"] / "hf"
         models["rl" if "rl" in cfg.pipeline else "final"] = self.dirs["export"] / "hf"
         self.engine = self.engine or build_engine(cfg, self.files.hf_dir)
-        reward = build_reward(cfg.reward, run_dir=str(self.run_dir)) if dist.is_rank0() else None
-        env = RLEnv(cfg, None, self.engine, reward, self.tokenizer, self.items, self.prompts, None,
-                    progress=self.console.progress)
-        accuracy: dict[str, float] = {}
-        by_band: dict[str, dict[str, float]] = {}
-        for name, hf_dir in models.items():
-            if dist.is_rank0():
+        summaries: dict[str, list[dict[str, Any]]] = {}
+        if dist.is_rank0():
+            items = eval_items(cfg, self.data.heldout)
+            for name, hf_dir in models.items():
                 self.engine.load_weights(hf_tensors(hf_dir), bucket_bytes=cfg.rollout.refit_bucket_mb * 2**20)
-            results = evaluate_items(env, items, temperature=cfg.evaluation.temperature,
-                                     max_new_tokens=cfg.evaluation.max_new_tokens or cfg.rollout.max_new_tokens,
-                                     seed=cfg.seed, what=f"eval {name}")
-            accuracy[name] = sum(r["correct"] for r in results) / len(results)
-            by_band[name] = _band_accuracy(results)
-            if dist.is_rank0():
-                folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(folder / f"results-{name}.jsonl", "".join(json.dumps(r) + "\n" for r in results))
-            self.console.line(f"eval {name}: held-out accuracy {accuracy[name]:.3f} over {len(results)} items")
-        self.eval_result = {"rl_step": step, "items": len(items), "heldout_accuracy": accuracy, "by_band": by_band,
-                            "judge": cfg.reward.judge_when != "never"}
+                sub = folder / name
+                if done:  # RL went on since the last eval: score the new weights from scratch
+                    shutil.rmtree(sub, ignore_errors=True)
+                summaries[name] = evaluate_model(self.engine, self.tokenizer, items, sub, cfg,
+                                                 model_name=f"{cfg.name}-{name}")
+                self.console.line(f"eval {name}: strict {overall(summaries[name], 'strict'):.3f}, released protocol "
+                                  f"(qwenlong) {overall(summaries[name], 'qwenlong'):.3f} over {len(items)} items "
+                                  f"-> {sub / 'report.md'}")
+        summaries = dist.broadcast(summaries)
+        self.eval_result = {
+            "rl_step": step, "items": summaries and sum(s["items"] for s in next(iter(summaries.values()))),
+            "heldout_accuracy": {k: overall(v, "strict") for k, v in summaries.items()},
+            "qwenlong": {k: overall(v, "qwenlong") for k, v in summaries.items()},
+            "by_band": {k: {s["benchmark"]: (s.get("strict") or 0.0) / 100 for s in v} for k, v in summaries.items()},
+            "judge": cfg.reward.judge_when != "never", "reports": {k: str(folder / k / "report.md") for k in summaries},
+        }
         mark_done(folder, self.eval_result)
 
     # -- summary
@@ -533,14 +543,6 @@ class Run:
         wall = time.perf_counter() - self.started
         summary = write_report(self, wall) if dist.is_rank0() else {}
         return dist.broadcast(summary)
-
-
-def _band_accuracy(results: list[dict[str, Any]]) -> dict[str, float]:
-    bands: dict[str, list[bool]] = {}
-    for r in results:
-        band = r["item_id"].split("_")[2] if r["item_id"].startswith("tiny_") else "all"
-        bands.setdefault(band, []).append(r["correct"])
-    return {b: sum(v) / len(v) for b, v in bands.items()}
 
 
 def _free_port() -> int:

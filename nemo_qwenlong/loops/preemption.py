@@ -1,5 +1,5 @@
-"""SIGTERM / SIGUSR1 (what Slurm sends before preemption or at the end of a time limit): finish the
-current step, write a checkpoint, exit 0. The handler only sets a flag; the loops read it at safe
+"""SIGTERM / SIGUSR1 (what Slurm sends before preemption or at the end of a time limit) and SIGINT
+(Ctrl-C, handled the same way): finish the current step, write a checkpoint, exit 0. The handler only sets a flag; the loops read it at safe
 points (between steps), and every rank agrees on it (rank 0 decides), so all ranks save together."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from types import FrameType
 
 from nemo_qwenlong.loops import dist
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Preempted(Exception):

@@ -107,6 +107,7 @@ def write_report(run: Any, wall: float) -> dict[str, Any]:
         "wall_seconds": round(total_wall, 1), "sessions": len(sessions.read_text().splitlines()),
         "heldout_accuracy": result.get("heldout_accuracy", {}), "heldout_by_band": result.get("by_band", {}),
         "heldout_items": result.get("items"), "judge_in_eval": result.get("judge", False),
+        "heldout_qwenlong": result.get("qwenlong", {}), "eval_reports": result.get("reports", {}),
         "reward_first_last": _first_last(rows_rl, "reward_mean"), "accuracy_first_last": _first_last(rows_rl, "accuracy"),
         "plots": [str(p) for p in made if p], "export": str(run.dirs["export"] / "hf") if "export" in run.dirs else None,
     }
@@ -133,9 +134,14 @@ def _markdown(s: dict[str, Any]) -> str:
         r, a = s["reward_first_last"], s["accuracy_first_last"]
         lines.append(f"- RL reward (first → last steps): {r[0]:.3f} → {r[1]:.3f}; rollout accuracy {a[0]:.3f} → {a[1]:.3f}")
     if acc:
-        lines.append(f"- held-out accuracy over {s['heldout_items']} items "
-                     f"({'rule ⊕ judge' if s['judge_in_eval'] else 'rule reward only, no judge'}): "
+        lines.append(f"- held-out accuracy over {s['heldout_items']} items, `strict` score "
+                     f"({'rule ⊕ judge' if s['judge_in_eval'] else 'rule only, no judge'}): "
                      + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+        if s.get("heldout_qwenlong"):
+            lines.append("- the released QwenLong-L1 protocol (`qwenlong`): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in s["heldout_qwenlong"].items()))
+        for k, path in (s.get("eval_reports") or {}).items():
+            lines.append(f"  - {k} report: {path}")
         for k, bands in s["heldout_by_band"].items():
             lines.append(f"  - {k} by band: " + ", ".join(f"{b} {v:.3f}" for b, v in bands.items()))
     if s["export"]:

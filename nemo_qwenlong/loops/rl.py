@@ -258,10 +258,10 @@ def _row(env: RLEnv, stage: Any, step: int, log: RoundLog, t0: float, ds_stats: 
         "optimizer_steps": len(train), "old_logprob_pass": False,
         "time/generate_s": log.generate_s, "time/score_s": log.score_s, "time/step_s": time.perf_counter() - t0,
     }
-    for key in ("grad_norm", "lr", "entropy", "clip_frac_high", "clip_frac_low", "kl"):
+    for key in ("grad_norm", "skipped_steps", "lr", "entropy", "clip_frac_high", "clip_frac_low", "kl"):
         values = [m[key] for m in train if key in m]
-        if values:
-            row[key] = max(values) if key == "grad_norm" else _mean(values)
+        if values:  # skipped_steps is a running count: its last value is the newest
+            row[key] = max(values) if key in ("grad_norm", "skipped_steps") else _mean(values)
     return row | ds_stats.as_metrics() | log.reward | env.sampler.metrics()
 
 

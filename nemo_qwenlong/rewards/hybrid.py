@@ -72,7 +72,7 @@ class RewardStats:
                 "reward/judge_failure_rate": self.judge_failure_rate, "reward/judge_retries": float(j.retries)}
 
 
-def _gold(kind: Kind, ground_truth: str) -> str:
+def gold_answer(kind: Kind, ground_truth: str) -> str:
     if kind == "choice":
         return extract_choice(ground_truth) or ground_truth.strip().strip("()").upper()
     if kind == "math":
@@ -93,6 +93,9 @@ def rule_score(kind: Kind, region: str | None, gold: str, *, docmath_decimals: i
 
 
 class HybridReward:
+    """`protocol="qwenlong"`: the released training reward's rule (`eval.released.training_rule`) and judge
+    call instead of ours; `require_think` should then be True, as released."""
+
     def __init__(
         self,
         *,
@@ -101,7 +104,9 @@ class HybridReward:
         require_think: bool,
         docmath_decimals: int,
         max_failure_rate: float,
+        protocol: Literal["strict", "qwenlong"] = "strict",
     ) -> None:
+        self.protocol = protocol
         self.judge = judge
         self.judge_when = judge_when
         self.require_think = require_think
@@ -113,9 +118,14 @@ class HybridReward:
         results: list[RewardResult] = []
         for item in items:
             kind = route(item.data_source)
-            gold = _gold(kind, item.ground_truth)
+            gold = gold_answer(kind, item.ground_truth)
             region = answer_region(item.response, require_think=self.require_think)
-            rule, pred = rule_score(kind, region, gold, docmath_decimals=self.docmath_decimals)
+            if self.protocol == "qwenlong":
+                from nemo_qwenlong.eval.released import training_rule
+
+                rule, pred = training_rule(kind, region, item.ground_truth)
+            else:
+                rule, pred = rule_score(kind, region, gold, docmath_decimals=self.docmath_decimals)
             decided = "rule" if pred is not None else "no_answer"
             results.append(RewardResult(score=rule, rule_score=rule, judge_score=None, decided_by=decided,
                                         kind=kind, extracted=pred, gold=gold))
@@ -160,6 +170,16 @@ def _delta(after: JudgeCounters, before: JudgeCounters) -> JudgeCounters:
 
 def build_reward(cfg: RewardConfig, *, run_dir: str | None = None) -> HybridReward:
     """The hybrid reward of a run from its `reward` config section (no judge when judge_when='never')."""
-    judge = None if cfg.judge_when == "never" else JudgeClient(cfg.judge, run_dir=run_dir)
+    judge = None
+    if cfg.judge_when != "never":
+        from nemo_qwenlong.rewards.judge import STRICT
+
+        protocol = STRICT
+        if cfg.protocol == "qwenlong":
+            from nemo_qwenlong.eval.released import training_judge_protocol
+
+            protocol = training_judge_protocol()
+        judge = JudgeClient(cfg.judge, run_dir=run_dir, protocol=protocol)
     return HybridReward(judge=judge, judge_when=cfg.judge_when, require_think=cfg.require_think,
-                        docmath_decimals=cfg.docmath_decimals, max_failure_rate=cfg.judge.max_failure_rate)
+                        docmath_decimals=cfg.docmath_decimals, max_failure_rate=cfg.judge.max_failure_rate,
+                        protocol=cfg.protocol)

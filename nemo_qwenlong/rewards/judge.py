@@ -4,6 +4,10 @@ Bounded concurrency (a semaphore), a per-request timeout, retries with exponenti
 HTTP 429 / 5xx / connection errors / timeouts, and a persistent SQLite verdict cache. The API key
 is read from the environment variable named in the config and is never logged. Failures are
 returned per request (`JudgeOutcome.error`), never raised: the caller decides (see rewards.hybrid).
+
+What is asked and how the reply is read is a `JudgeProtocol`: `STRICT` (ours, the default: the
+hardened prompt of `judge_prompt`, last `[[YES]]`/`[[NO]]` token) or the released evaluation's
+(`eval.released`), which `eval` builds with `released_protocol()`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,29 @@ class JudgeRequest:
     question: str
     prediction: str | None
     gold: str
+
+
+@dataclass(frozen=True)
+class JudgeProtocol:
+    """How one judgement is asked and read. `tries`/`temperature` None: from the config; `max_tokens`
+    False: none sent; `error_verdict`: the verdict a non-retryable error scores (None: no verdict)."""
+
+    version: str  # part of the cache key
+    prepare: Callable[[str | None, JudgeConfig], str]  # prediction -> Answer 1 text
+    messages: Callable[[str, str, str], list[dict[str, str]]]  # (problem, answer 1, answer 2)
+    parse: Callable[[str | None], bool | None]
+    retry_on: tuple[type[BaseException], ...]
+    tries: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    send_max_tokens: bool = True
+    error_verdict: bool | None = None
+
+
+STRICT = JudgeProtocol(
+    version=PROMPT_VERSION, prepare=lambda p, cfg: sanitize_prediction(p, cfg.max_prediction_chars),
+    messages=build_messages, parse=parse_verdict, retry_on=RETRYABLE,
+)
 
 
 @dataclass
@@ -70,8 +97,10 @@ class JudgeClient:
         *,
         run_dir: str | Path | None = None,
         client_factory: Callable[[], openai.AsyncOpenAI] | None = None,
+        protocol: JudgeProtocol = STRICT,
     ) -> None:
         self.cfg = cfg
+        self.protocol = protocol
         self.counters = JudgeCounters()
         self._client_factory = client_factory or self._default_client
         self.cache: VerdictCache | None = None
@@ -95,49 +124,57 @@ class JudgeClient:
             await client.close()
 
     async def _judge_one(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, req: JudgeRequest) -> JudgeOutcome:
-        cfg = self.cfg
-        prediction = sanitize_prediction(req.prediction, cfg.max_prediction_chars)
-        key = cache_key(PROMPT_VERSION, cfg.model, req.question, prediction, req.gold)
+        cfg, proto = self.cfg, self.protocol
+        prediction = proto.prepare(req.prediction, cfg)
+        key = cache_key(proto.version, cfg.model, req.question, prediction, req.gold)
         self.counters.requested += 1
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.counters.cache_hits += 1
             return JudgeOutcome(verdict=hit, cached=True)
-        messages = build_messages(req.question, prediction, req.gold)
+        messages = proto.messages(req.question, prediction, req.gold)
+        tries = proto.tries or cfg.max_retries
         start = time.perf_counter()
         outcome = JudgeOutcome(verdict=None)
         async with semaphore:
-            for attempt in range(1, cfg.max_retries + 1):
+            for attempt in range(1, tries + 1):
                 outcome.attempts = attempt
                 try:
                     self.counters.http_requests += 1
                     reply = await asyncio.wait_for(self._complete(client, messages), timeout=cfg.timeout_s)
-                except RETRYABLE as exc:
+                except proto.retry_on as exc:
                     outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    if attempt < cfg.max_retries:
+                    if attempt < tries:
                         self.counters.retries += 1
                         await asyncio.sleep(backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s))
                     continue
-                except openai.APIError as exc:  # 4xx other than 429: retrying cannot help
+                except (openai.APIError, asyncio.TimeoutError) as exc:  # not retried under this protocol
                     outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    outcome.verdict = proto.error_verdict
                     break
-                outcome.verdict = parse_verdict(reply)
-                outcome.error = None if outcome.verdict is not None else "no [[YES]]/[[NO]] verdict in the judge reply"
+                outcome.verdict = proto.parse(reply)
+                outcome.error = None if outcome.verdict is not None else "no verdict in the judge reply"
                 if outcome.verdict is not None and self.cache is not None:
                     self.cache.put(key, model=cfg.model, question=req.question, prediction=prediction,
                                    gold=req.gold, verdict=outcome.verdict, reply=reply or "")
                 break
         outcome.latency_s = time.perf_counter() - start
-        if outcome.verdict is None:
+        if outcome.error is not None:
             self.counters.failures += 1
             log.debug("judge failed after %d attempt(s): %s", outcome.attempts, outcome.error)
         return outcome
 
-    async def _complete(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> str:
+    async def _complete(self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]) -> str | None:
+        proto = self.protocol
+        extra: dict = {}
+        if proto.send_max_tokens:
+            extra["max_tokens"] = self.cfg.max_tokens
+        if proto.seed is not None:
+            extra["seed"] = proto.seed
+        temperature = self.cfg.temperature if proto.temperature is None else proto.temperature
         response = await client.chat.completions.create(
-            model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
-            max_tokens=self.cfg.max_tokens, n=1,
+            model=self.cfg.model, messages=messages, temperature=temperature, n=1, **extra,
         )
-        return response.choices[0].message.content or ""
+        return response.choices[0].message.content
 
     def close(self) -> None:
         if self.cache is not None:

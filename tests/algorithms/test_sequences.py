@@ -8,6 +8,7 @@ import torch
 from nemo_qwenlong.algorithms.sequences import (
     cp_merge,
     cp_split,
+    fp8_local_rows,
     join_rows,
     padding_multiple,
     to_response_layout,
@@ -60,5 +61,34 @@ def test_padding_multiple_rules() -> None:
     assert padding_multiple(context_parallel=4) == 8
     assert padding_multiple(tensor_parallel=8, sequence_parallel=True) == 8
     assert padding_multiple(context_parallel=2, tensor_parallel=8, sequence_parallel=True) == 32
-    assert padding_multiple(fp8=True) == 16
-    assert padding_multiple(context_parallel=4, fp8=True) == 128
+    assert padding_multiple(fp8="tensorwise") == 16
+    assert padding_multiple(context_parallel=4, fp8="tensorwise") == 64  # 16 rows on each of 4 CP ranks
+
+
+# The recipe layouts (conf/qwenlong-l1: TP8/CP4, TP8/CP2) and the small ones a test cluster uses.
+LAYOUTS = [(8, 4), (8, 2), (4, 1), (8, 1), (2, 2), (1, 4), (1, 1)]
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "delayed", "blockwise"])
+@pytest.mark.parametrize(("tp", "cp"), LAYOUTS)
+@pytest.mark.parametrize("sp", [True, False])
+def test_fp8_padding_gives_every_local_gemm_input_its_row_multiple(recipe: str, tp: int, cp: int, sp: bool) -> None:
+    """TE's `assert_dim_for_fp8_exec` checks the rows a rank's FP8 GEMM sees: under sequence parallel
+    the norm+linear's *local* input, B·S/(CP·TP) rows; for B = 1 that is S/(CP·TP). It needs 8;
+    megatron aligns to 16 (`get_fp8_align_size`); blockwise quantises 128-row blocks. The old rule
+    (16·2·CP) left 4 local rows at TP8/CP4, TP8/CP2 and TP4/CP1."""
+    if sp and tp == 1:
+        return  # sequence parallel needs TP > 1 (config validation)
+    m = padding_multiple(context_parallel=cp, tensor_parallel=tp, sequence_parallel=sp, fp8=recipe)
+    need = fp8_local_rows(recipe)
+    for s in (m, 3 * m, 7 * m):  # every S the layout can build is a multiple of m
+        local_rows = s // (cp * (tp if sp else 1))  # one-row micro-batch
+        assert s % (cp * (tp if sp else 1)) == 0 and local_rows % need == 0, (s, local_rows)
+        assert local_rows % 8 == 0  # TE's hard floor
+        assert cp == 1 or s % (2 * cp) == 0  # zigzag CP chunks still whole
+    assert fp8_local_rows("blockwise") == 128 and fp8_local_rows("tensorwise") == 16
+
+
+def test_fp8_recipe_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="'mxfp8' is not one of"):
+        padding_multiple(fp8="mxfp8")

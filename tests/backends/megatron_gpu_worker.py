@@ -1,59 +1,159 @@
-"""GPU only (NCCL, Transformer Engine). torchrun --nproc-per-node {1,2} megatron_gpu_worker.py.
+"""GPU only (NCCL, Transformer Engine). `torchrun --nproc-per-node N megatron_gpu_worker.py CHECK OUT`.
 
-1. TE layer spec vs local spec, same weights, fp32: response log-probs.
-2. FP8 (`tensorwise`, bf16 master weights) vs bf16: log-prob difference, and one train step runs.
-3. With 2 GPUs: CP=2 vs CP=1 log-probs (TE attention, zigzag split).
-Rank 0 prints "GPU <json>".
+One check per launch, so one failing path cannot take the others down. Rank 0 writes OUT (JSON).
+The model is the tiny Qwen2 of the CPU tests with its output layer scaled ×8 (`spread_hf_weights`),
+so token log-probs spread over several nats instead of sitting near -log(V) (a near-uniform model
+hides FP8/CP/RoPE bugs inside any tolerance). Every check reports the bf16-vs-fp32 difference on the
+same inputs (`baseline`) and the difference a real bug makes (`bug`: two query heads of layer 0
+swapped, a QKV-mapping mistake); test_megatron_gpu.py states each tolerance against those two.
+
+Checks: te_vs_local, fp8 (each recipe the config offers), recompute (selective / full vs none),
+cp (CP=2 vs CP=1, bf16: TE has no fp32 attention under CP), sp (TP=2 with and without sequence
+parallel), dist_ckpt (distributed-optimizer checkpoint before and after a step, resharded DP2 → TP2).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from tests.backends.megatron_policy_worker import hf_model, make_batch, rl_config
 
+FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
 
-def policy(**parallel):
+
+def spread_hf_weights(dtype: torch.dtype, *, head_swap_bug: bool = False) -> dict[str, torch.Tensor]:
+    sd = {k: v.detach().clone() for k, v in hf_model().state_dict().items()}
+    sd["lm_head.weight"] *= 8.0
+    if head_swap_bug:  # query heads 0 and 1 of layer 0 exchanged (head_dim 16)
+        q = sd["model.layers.0.self_attn.q_proj.weight"]
+        q[:16], q[16:32] = q[16:32].clone(), q[:16].clone()
+    return {k: v.to(dtype) for k, v in sd.items()}
+
+
+def policy(*, dtype: str = "bfloat16", bug: bool = False, **parallel):
     from megatron.core import parallel_state as ps
 
     from nemo_qwenlong.backends.megatron.parallel import init_parallel
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
     from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig
 
-    dtype = parallel.pop("dtype", "float32")
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
-    init_parallel(context_parallel=parallel.get("context_parallel", 1))
+    init_parallel(tensor_parallel=parallel.get("tensor_parallel", 1), context_parallel=parallel.get("context_parallel", 1))
     cfg = ParallelismConfig(**{"recompute": "none", "distributed_optimizer": False, **parallel})
     p = MegatronPolicy(hf_model().config.to_dict(), cfg, OptimConfig(lr=1e-4), dtype=dtype, logprob_chunk_tokens=64)
-    hf = hf_model()
-    p.load_hf_state_dict({k: v.detach().to(torch.bfloat16 if dtype == "bfloat16" else torch.float32)
-                          for k, v in hf.state_dict().items()})
+    p.load_hf_state_dict(spread_hf_weights(torch.float32 if dtype == "float32" else torch.bfloat16, head_swap_bug=bug))
     return p
 
 
-def main() -> None:
-    torch.cuda.set_device(int(__import__("os").environ.get("LOCAL_RANK", 0)))
-    batch, report = make_batch(n=8), {}
-    local = policy(transformer_impl="local").compute_logprobs(batch)
-    te = policy(transformer_impl="transformer_engine").compute_logprobs(batch)
-    report["te_vs_local"] = float((te - local).abs().max())
-    bf16 = policy(transformer_impl="transformer_engine", dtype="bfloat16").compute_logprobs(batch)
-    fp8_policy = policy(transformer_impl="transformer_engine", dtype="bfloat16", fp8="tensorwise",
-                        distributed_optimizer=True)
-    fp8 = fp8_policy.compute_logprobs(batch)
+def diff(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    d = (a - b).abs()[mask]
+    return {"max": float(d.max()), "mean": float(d.mean())}
+
+
+def references(batch) -> tuple[torch.Tensor, dict]:  # noqa: ANN001
+    """bf16 TE log-probs, plus the spread, bf16-vs-fp32 and bug differences on `batch`."""
     mask = batch.response_mask
-    report["fp8_vs_bf16"] = {"max": float((fp8 - bf16).abs()[mask].max()), "mean": float((fp8 - bf16).abs()[mask].mean())}
-    step = fp8_policy.train_step(batch.replace(old_logprobs=fp8), rl_config())
-    report["fp8_step"] = {"loss": step["loss"], "grad_norm": step["grad_norm"]}
-    if dist.get_world_size() == 2:
-        cp2 = policy(transformer_impl="transformer_engine", context_parallel=2).compute_logprobs(batch)
-        report["cp2_vs_cp1"] = float((cp2 - te).abs().max())
+    bf16 = policy(transformer_impl="transformer_engine").compute_logprobs(batch)
+    fp32 = policy(transformer_impl="transformer_engine", dtype="float32").compute_logprobs(batch)
+    bug = policy(transformer_impl="transformer_engine", bug=True).compute_logprobs(batch)
+    return bf16, {"spread_std": float(fp32[mask].std()), "baseline": diff(bf16, fp32, mask),
+                  "bug": diff(bug, bf16, mask)}
+
+
+def check_te_vs_local(batch) -> dict:  # noqa: ANN001
+    local = policy(transformer_impl="local", dtype="float32").compute_logprobs(batch)
+    te = policy(transformer_impl="transformer_engine", dtype="float32").compute_logprobs(batch)
+    return {"te_vs_local": diff(te, local, batch.response_mask)}
+
+
+def check_fp8(batch) -> dict:  # noqa: ANN001
+    out = {}
+    bf16, _ = references(batch)
+    for recipe in FP8_RECIPES:
+        try:
+            p = policy(transformer_impl="transformer_engine", fp8=recipe, distributed_optimizer=True)
+            lp = p.compute_logprobs(batch)
+            step = p.train_step(batch.replace(old_logprobs=lp), rl_config())
+            out[recipe] = {"vs_bf16": diff(lp, bf16, batch.response_mask), "grad_norm": step["grad_norm"],
+                           "skipped_steps": step["skipped_steps"]}
+        except Exception as err:  # noqa: BLE001 - one recipe's failure is reported, the others still run
+            out[recipe] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+    return {"fp8": out}
+
+
+def check_recompute(batch) -> dict:  # noqa: ANN001
+    out = {}
+    for mode in ("none", "selective", "full"):
+        p = policy(transformer_impl="transformer_engine", recompute=mode)
+        lp = p.compute_logprobs(batch)
+        step = p.train_step(batch.replace(old_logprobs=lp), rl_config())
+        out[mode] = {"logprobs": lp, "loss": step["loss"], "grad_norm": step["grad_norm"]}
+    mask = batch.response_mask
+    return {"recompute": {m: {"vs_none": diff(out[m]["logprobs"], out["none"]["logprobs"], mask),
+                              "grad_norm_rel": abs(out[m]["grad_norm"] / out["none"]["grad_norm"] - 1)}
+                          for m in ("selective", "full")}}
+
+
+def check_cp(batch) -> dict:  # noqa: ANN001
+    cp2 = policy(transformer_impl="transformer_engine", context_parallel=2).compute_logprobs(batch)
+    bf16, _ = references(batch)
+    return {"cp2_vs_cp1": diff(cp2, bf16, batch.response_mask)}
+
+
+def check_sp(batch) -> dict:  # noqa: ANN001
+    on = policy(transformer_impl="transformer_engine", tensor_parallel=2, sequence_parallel=True)
+    lp_on = on.compute_logprobs(batch)
+    off = policy(transformer_impl="transformer_engine", tensor_parallel=2, sequence_parallel=False).compute_logprobs(batch)
+    fp8 = policy(transformer_impl="transformer_engine", tensor_parallel=2, sequence_parallel=True, fp8="tensorwise")
+    fp8_rows = fp8.compute_logprobs(batch.select([0]))  # one-row micro-batch: the padding rule's case
+    return {"sp_vs_no_sp": diff(lp_on, off, batch.response_mask), "sp_fp8_one_row_finite": bool(fp8_rows.isfinite().all())}
+
+
+def check_dist_ckpt(batch, root: Path) -> dict:  # noqa: ANN001
+    """Distributed optimizer: a checkpoint before the first step claims no state and loads with
+    load_optimizer=True; one after a step at DP=2 reloads at TP=2 (resharding) with the same weights."""
+    from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+
+    p = policy(transformer_impl="transformer_engine", distributed_optimizer=True)
+    ckpt.save_checkpoint(p, root / "before", 0, config_hash="gpu")
+    before = ckpt.read_manifest(root / "before", 0)["optimizer"]["has_state"]
+    ckpt.load_checkpoint(p, root / "before", load_optimizer=True)
+    p.train_step(batch.replace(old_logprobs=p.compute_logprobs(batch)), rl_config())
+    lp_saved = p.compute_logprobs(batch)
+    ckpt.save_checkpoint(p, root / "after", 1, config_hash="gpu")
+    after = ckpt.read_manifest(root / "after", 1)["optimizer"]["has_state"]
+    q = policy(transformer_impl="transformer_engine", distributed_optimizer=True, tensor_parallel=dist.get_world_size())
+    ckpt.load_checkpoint(q, root / "after", load_optimizer=True)
+    lp_loaded = q.compute_logprobs(batch)
+    step = q.train_step(batch.replace(old_logprobs=lp_loaded), rl_config())
+    return {"dist_ckpt": {"has_state_before_step": before, "has_state_after_step": after,
+                          "resharded_vs_saved": diff(lp_loaded, lp_saved, batch.response_mask),
+                          "step_after_load_finite": bool(torch.isfinite(torch.tensor(step["grad_norm"])))}}
+
+
+CHECKS = {"te_vs_local": check_te_vs_local, "fp8": check_fp8, "recompute": check_recompute, "cp": check_cp,
+          "sp": check_sp}
+
+
+def main() -> None:
+    check, out = sys.argv[1], Path(sys.argv[2])
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    batch = make_batch(n=8)
+    if check == "dist_ckpt":
+        report = check_dist_ckpt(batch, out.parent / "ckpt")
+    elif check == "references":
+        report = references(batch)[1]
+    else:
+        report = CHECKS[check](batch)
     if dist.get_rank() == 0:
-        print("GPU " + json.dumps(report), flush=True)
+        out.write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

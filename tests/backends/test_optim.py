@@ -157,3 +157,70 @@ def test_bf16_policy_checkpoint_restores_fp32_masters_bit_exact(report: dict) ->
     assert r["manifest_optimizer"]["has_state"] is True
     assert r["after_load"] == {"weights": 0.0, "masters": 0.0, "moments": 0.0, "step_count": 3}
     assert r["next_step"] == {"weights": 0.0, "masters": 0.0}
+
+
+def _nan_grads(model: torch.nn.Module) -> None:
+    for p in model.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+
+
+def test_a_nan_gradient_skips_the_update_and_is_counted() -> None:
+    """bf16 has no loss scaler, and `nan > grad_clip` is False, so before this rule a NaN gradient
+    reached AdamW and turned every weight into NaN."""
+    from nemo_qwenlong.backends.megatron.optim import update_allowed
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = LocalAdamW(model, OptimConfig(lr=0.1, grad_clip=1.0))
+    _nan_grads(model)
+    out = opt.step()
+    assert out["skipped_steps"] == 1.0 and out["grad_norm"] != out["grad_norm"]  # NaN norm reported
+    assert opt.step_count == 0 and not opt.has_state()  # no update, no schedule advance, no moments
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n]), n
+    opt.zero_grad()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    assert opt.step()["skipped_steps"] == 1.0 and opt.step_count == 1 and opt.has_state()
+    assert update_allowed(2.5, on_nonfinite="error", step=0)
+    assert not update_allowed(float("inf"), on_nonfinite="skip", step=0)
+
+
+def test_a_nan_gradient_stops_with_a_named_error_when_asked() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = LocalAdamW(model, OptimConfig(nonfinite_grad="error"))
+    _nan_grads(model)
+    with pytest.raises(FloatingPointError, match=r"norm is nan \(non-finite\).*optim.nonfinite_grad='error'"):
+        opt.step()
+
+
+def test_grad_norm_is_reported_with_clipping_off() -> None:
+    """megatron-core returns grad_norm 0.0 / None when clip_grad=0; both of our optimisers report
+    the pre-clip global norm either way (here ‖[3, 4]‖ = 5)."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    opt = LocalAdamW(model, OptimConfig(grad_clip=0.0))
+    model.weight.grad = torch.tensor([[3.0, 4.0]])
+    assert opt.step()["grad_norm"] == pytest.approx(5.0)
+
+
+def test_optimizer_state_is_claimed_only_once_it_exists() -> None:
+    """A checkpoint before the first step must not claim Adam moments: megatron's optimizer
+    sharded_state_dict is never empty (so `bool(state["optimizer"])` was always true) and a resume
+    then asked for moments that were never written. Both optimisers answer `has_state()` from the
+    torch optimizers' per-parameter state, empty until the first update."""
+    from nemo_qwenlong.backends.megatron.optim import torch_optimizers_hold_state
+
+    w = torch.nn.Parameter(torch.ones(2))
+    adam = torch.optim.Adam([w])
+    assert not torch_optimizers_hold_state([adam])
+    w.grad = torch.ones(2)
+    adam.step()
+    assert torch_optimizers_hold_state([torch.optim.Adam([torch.nn.Parameter(torch.ones(1))]), adam])
+    model = torch.nn.Linear(2, 1)
+    local = LocalAdamW(model, OptimConfig())
+    assert not local.has_state()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    local.step()
+    assert local.has_state()

@@ -45,7 +45,7 @@ def test_validate_lists_every_bad_row_and_fails(cli_exe: str, tmp_path: Path) ->
     check = _run(cli_exe, "data", "validate", str(path))
     assert check.returncode == 1
     lines = check.stderr.strip().splitlines()
-    assert lines[0] == f"{path}:1: document: empty"
-    assert lines[1].startswith(f"{path}:2: type: 'poem' is not one of")
+    assert lines[0] == f"{path}:2: document: empty"  # the file's 1-based line numbers
+    assert lines[1].startswith(f"{path}:3: type: 'poem' is not one of")
     assert lines[-1] == "2 of 3 rows invalid"
     assert _run(cli_exe, "data", "validate", str(tmp_path / "missing.parquet")).returncode == 2

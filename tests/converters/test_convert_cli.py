@@ -28,7 +28,7 @@ def test_cli_converts_both_ways_and_reports(cli_exe: str, tiny_hf: dict, tmp_pat
 def test_cli_bad_input_exits_2_with_the_reason(cli_exe: str, tiny_hf: dict, tmp_path: Path) -> None:
     bad = run([cli_exe, "convert", "hf-to-megatron", "--hf", str(tiny_hf["untied"]), "--out", str(tmp_path / "x"), "--tp", "3"])
     assert bad.returncode == 2
-    assert "convert error: num_key_value_heads=2 is not divisible by the requested tp=3" in bad.stderr
+    assert "convert hf-to-megatron error: num_key_value_heads=2 is not divisible by the requested tp=3" in bad.stderr
     missing = run([cli_exe, "convert", "megatron-to-hf", "--megatron", str(tmp_path / "nope"), "--out", str(tmp_path / "y")])
     assert missing.returncode == 2 and "no complete nemo_qwenlong Megatron checkpoint" in missing.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

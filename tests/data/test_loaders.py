@@ -55,7 +55,7 @@ def test_released_layout_row_loads_with_question_cut_from_prompt(tmp_path: Path)
 @pytest.mark.parametrize(
     "changes, field, reason",
     [
-        ({"prompt": []}, "prompt", "non-empty list"),
+        ({"prompt": []}, "prompt", "empty list (expected at least one chat message"),
         ({"prompt": [{"role": "user"}]}, "prompt[0]", "{role: str, content: str}"),
         ({"prompt": [{"role": "system", "content": "x"}]}, "prompt", "no non-empty user message"),
         ({"prompt": [{"role": "user", "content": "<text>\n  \n</text> q"}]}, "prompt", "empty document"),
@@ -115,7 +115,8 @@ def test_jsonl_layout_and_its_errors(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
     with pytest.raises(DataValidationError) as err:
         load_jsonl(path)
-    assert [(e.row, e.field) for e in err.value.errors] == [(3, "document"), (4, "answers"), (5, "answers"), (6, "type"), (7, "(row)")]
+    # row numbers are the file's 1-based line numbers
+    assert [(e.row, e.field) for e in err.value.errors] == [(4, "document"), (5, "answers"), (6, "answers"), (7, "type"), (8, "(row)")]
     items, report = load_jsonl(path, skip_invalid=True)
     assert [i.kind for i in items] == ["qa", "math", "choice"] and report.skipped == 5
     assert items[0].ground_truth == "Therefore, the answer is Paris." and items[0].answers == ("Paris", "paris city")

@@ -64,6 +64,10 @@ def test_full_pipeline_small(tmp_path: Path) -> None:
     assert (out / "04-export" / "hf" / "config.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["heldout_accuracy"]) == {"sft", "rl"} and summary["steps"] == {"sft": 4, "rl": 4}
+    assert set(summary["heldout_qwenlong"]) == {"sft", "rl"}
+    for name in ("sft", "rl"):  # the eval stage is `eval generate` + `eval score` with the run's engine
+        scored = (out / "05-eval" / name / "scores.jsonl").read_text().splitlines()
+        assert len(scored) == 16 and (out / "05-eval" / name / "report.md").is_file()
     assert summary["wall_seconds"] > 0 and (out / "plots" / "rl.png").stat().st_size > 1000
     # a finished run resumed is a no-op that skips every stage
     again = run_cli(out, *SMALL, "sft.max_steps=4", "sft.val_every_steps=2")

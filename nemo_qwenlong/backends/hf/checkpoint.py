@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,43 @@ QWEN2_ARCH = "Qwen2ForCausalLM"
 
 class CheckpointFormatError(ValueError):
     """A checkpoint folder that cannot be converted; the message names the file, tensor or field."""
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file, or a CheckpointFormatError naming the file and the parse error."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointFormatError(f"{path}: not valid JSON ({exc})") from None
+
+
+@contextmanager
+def open_safetensors(path: Path) -> Iterator[Any]:
+    """`safe_open`, a truncated or corrupted file reported as a CheckpointFormatError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            yield _CheckedSafetensors(fh, path)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointFormatError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+class _CheckedSafetensors:
+    """A safe_open handle whose tensor reads report a corrupted file by name (the header may be intact)."""
+
+    def __init__(self, fh: Any, path: Path) -> None:
+        self._fh, self._path = fh, path
+
+    def keys(self) -> list[str]:
+        return list(self._fh.keys())
+
+    def get_slice(self, name: str) -> Any:
+        return self._fh.get_slice(name)
+
+    def get_tensor(self, name: str) -> Tensor:
+        try:
+            return self._fh.get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointFormatError(f"{self._path}: tensor {name} cannot be read ({exc})") from None
 
 
 def expected_hf_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
@@ -62,6 +100,8 @@ def expected_hf_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
 
 
 def check_qwen2_config(cfg: dict, where: str) -> None:
+    if not isinstance(cfg, dict):
+        raise CheckpointFormatError(f"{where}: expected a JSON object with the model config, got {type(cfg).__name__}")
     archs = cfg.get("architectures") or []
     if cfg.get("model_type") != "qwen2" or (archs and QWEN2_ARCH not in archs):
         raise CheckpointFormatError(
@@ -80,7 +120,7 @@ class HFCheckpoint:
         cfg_path = self.dir / "config.json"
         if not cfg_path.is_file():
             raise CheckpointFormatError(f"{self.dir}: no config.json (not a Hugging Face model folder)")
-        self.config: dict = json.loads(cfg_path.read_text())
+        self.config: dict = read_json(cfg_path)
         check_qwen2_config(self.config, str(cfg_path))
         self.weight_map = self._weight_map()
         self._check_tensors(self._header_shapes())
@@ -89,7 +129,8 @@ class HFCheckpoint:
         on_disk = {p.name for p in self.dir.glob("*.safetensors")}
         index = self.dir / INDEX
         if index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map") or {}
+            index_data = read_json(index)
+            weight_map = (index_data.get("weight_map") if isinstance(index_data, dict) else None) or {}
             named = set(weight_map.values())
             if missing := sorted(named - on_disk):
                 raise CheckpointFormatError(f"{index}: names shard files that are missing: {missing}")
@@ -98,7 +139,7 @@ class HFCheckpoint:
                                             "(a partial copy or a mix of two checkpoints?)")
             return weight_map
         if on_disk == {SINGLE}:
-            with safe_open(str(self.dir / SINGLE), framework="pt") as fh:
+            with open_safetensors(self.dir / SINGLE) as fh:
                 return {k: SINGLE for k in fh.keys()}
         raise CheckpointFormatError(f"{self.dir}: expected {INDEX} or a single {SINGLE}, found {sorted(on_disk)}")
 
@@ -106,7 +147,7 @@ class HFCheckpoint:
         """(file, tensor) -> shape, from the safetensors headers only."""
         shapes = {}
         for f in sorted(set(self.weight_map.values())):
-            with safe_open(str(self.dir / f), framework="pt") as fh:
+            with open_safetensors(self.dir / f) as fh:
                 shapes |= {(f, k): tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
         return shapes
 
@@ -131,7 +172,7 @@ class HFCheckpoint:
     def get(self, name: str) -> Tensor:
         """One tensor, copied out; the file is unmapped again at once, so the pages it touched do not
         stay resident (holding every shard open would grow RSS to the model's size)."""
-        with safe_open(str(self.dir / self.weight_map[name]), framework="pt") as fh:
+        with open_safetensors(self.dir / self.weight_map[name]) as fh:
             return fh.get_tensor(name)
 
 

@@ -153,7 +153,7 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
     started = time.perf_counter()
     use_in_process_write_queue()
     state = _sharded_state(policy, loading=False)
-    has_optimizer_state = bool(state["optimizer"])
+    has_optimizer_state = policy.optimizer.has_state()  # megatron's sharded dict is never empty: ask the optimizer
     local_optimizer = not hasattr(policy.optimizer, "megatron")  # megatron-core keeps its own main params
     has_masters = local_optimizer and any(k.startswith(f"{MASTER}.") for k in state["optimizer"])
     dist_checkpointing.save(state, str(tmp))
@@ -253,7 +253,10 @@ def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_o
     state = _sharded_state(policy, loading=True, masters=masters)
     if not (load_optimizer and manifest["optimizer"]["has_state"]):
         state.pop("optimizer")
-    loaded = dist_checkpointing.load(state, str(root / iter_dirname(step)))
+    from nemo_qwenlong.backends.megatron.safe_load import reading_checkpoint
+
+    with reading_checkpoint(root / iter_dirname(step)):  # allow-listed unpickling only (docs/checkpoints.md)
+        loaded = dist_checkpointing.load(state, str(root / iter_dirname(step)))
     missing, unexpected = policy.module.load_state_dict(loaded["model"], strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:

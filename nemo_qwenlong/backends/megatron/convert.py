@@ -37,6 +37,7 @@ from nemo_qwenlong.backends.hf.checkpoint import (
     export_config,
     generation_config,
     import_config,
+    read_json,
     write_sharded_safetensors,
 )
 from nemo_qwenlong.backends.megatron import checkpoint as ckpt
@@ -113,7 +114,7 @@ def _check_layout(cfg: dict, tp: int, pp: int) -> None:
                               ("intermediate_size", cfg["intermediate_size"], tp),
                               ("num_hidden_layers", cfg["num_hidden_layers"], pp)):
         if tp < 1 or pp < 1 or value % size:
-            raise ValueError(f"{what}={value} is not divisible by the requested "
+            raise CheckpointFormatError(f"{what}={value} is not divisible by the requested "
                              f"{'tp' if what != 'num_hidden_layers' else 'pp'}={size}")
 
 
@@ -183,8 +184,8 @@ def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, 
     """Export a Megatron checkpoint as an HF folder vLLM and transformers load (see module doc)."""
     started = time.perf_counter()
     iter_dir = resolve_iteration(megatron_dir, step)
-    manifest = json.loads((iter_dir / ckpt.MANIFEST).read_text())
-    cfg = manifest["hf_config"]
+    manifest = read_json(iter_dir / ckpt.MANIFEST)
+    cfg = manifest.get("hf_config") if isinstance(manifest, dict) else None
     check_qwen2_config(cfg, str(iter_dir / ckpt.MANIFEST))
     with staged_output(Path(out_dir)) as tmp, single_process_group():
         meta = tensor_metadata(iter_dir)

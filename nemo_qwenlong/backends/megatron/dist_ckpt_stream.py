@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from nemo_qwenlong.backends.hf.checkpoint import CheckpointFormatError
 from nemo_qwenlong.backends.megatron.qwen2_mapping import Qwen2Shape, entry_for, te_spec_name
+from nemo_qwenlong.backends.megatron.safe_load import METADATA_FILE, load_metadata_file, reading_checkpoint
 
 EXTRA_STATE = ("self_attention.linear_qkv", "self_attention.linear_proj", "self_attention.core_attention",
                "mlp.linear_fc1", "mlp.linear_fc2")
@@ -104,8 +106,7 @@ def merge_parts(parts: list[Path], out_dir: Path) -> None:
 
     merged: Metadata | None = None
     for k, part in enumerate(parts):
-        with open(part / ".metadata", "rb") as fh:
-            meta: Metadata = pickle.load(fh)  # noqa: S301 (our own file, just written)
+        meta: Metadata = load_metadata_file(part / METADATA_FILE)
         renames = {}
         for j, f in enumerate(sorted(part.glob("*.distcp"))):
             renames[f.name] = f"__{k}_{j}.distcp"
@@ -128,7 +129,7 @@ def merge_parts(parts: list[Path], out_dir: Path) -> None:
         merged.storage_data.update(storage)
         if isinstance(merged.planner_data, dict) and isinstance(meta.planner_data, dict):
             merged.planner_data.update({k2: v for k2, v in meta.planner_data.items() if not k2.startswith("common_state")})
-    with open(out_dir / ".metadata", "wb") as fh:
+    with open(out_dir / METADATA_FILE, "wb") as fh:
         pickle.dump(merged, fh)
 
 
@@ -140,7 +141,8 @@ def tensor_metadata(ckpt_dir: Path) -> dict:
     """Global shape and dtype of every tensor key in a torch_dist checkpoint (reads metadata only)."""
     from megatron.core import dist_checkpointing
 
-    return dist_checkpointing.load_tensors_metadata(str(ckpt_dir))
+    with reading_checkpoint(ckpt_dir):
+        return dist_checkpointing.load_tensors_metadata(str(ckpt_dir))
 
 
 def load_group(ckpt_dir: Path, names: list[str], meta: dict, shape: Qwen2Shape) -> dict[str, Tensor]:
@@ -152,10 +154,11 @@ def load_group(ckpt_dir: Path, names: list[str], meta: dict, shape: Qwen2Shape) 
     for name in names:
         key, layer = dist_key(name)
         if key not in meta:
-            raise KeyError(f"{ckpt_dir}: no tensor {key!r} (for {name}); has {sorted(meta)[:6]}…")
+            raise CheckpointFormatError(f"{ckpt_dir}: no tensor {key!r} (for {name}); has {sorted(meta)[:6]}…")
         global_shape, dtype = tuple(meta[key].global_shape), meta[key].dtype
         local = global_shape if layer is None else (1, *global_shape[1:])
         lead = () if layer is None else ((0, layer, global_shape[0]),)
         request[name] = ShardedTensor.from_rank_offsets(key, torch.empty(local, dtype=dtype), *lead, replica_id=0)
-    loaded = dist_checkpointing.load(request, str(ckpt_dir), validate_access_integrity=False)  # one group only
+    with reading_checkpoint(ckpt_dir):
+        loaded = dist_checkpointing.load(request, str(ckpt_dir), validate_access_integrity=False)  # one group only
     return {name: (t if dist_key(name)[1] is None else t[0]) for name, t in loaded.items()}

@@ -19,6 +19,7 @@ step and keep their own step counter.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -79,6 +80,21 @@ def apply_group_schedule(param_groups: Iterable[dict], *, lr: float, weight_deca
         group["weight_decay"] = weight_decay * group.get("wd_mult", 1.0)
 
 
+def update_allowed(norm: float, *, on_nonfinite: str, step: int) -> bool:
+    """Whether an optimiser step with global gradient norm `norm` may update the weights. A finite
+    norm may; a NaN/inf one (bf16 trains without a loss scaler, so nothing else catches it, and
+    `nan > clip` is False, so clipping would pass it through) is skipped (`on_nonfinite="skip"`) or
+    raises FloatingPointError ("error"). Every rank sees the same norm (reduced over TP, gradients
+    summed over DP×CP), so every rank decides alike."""
+    if math.isfinite(norm):
+        return True
+    if on_nonfinite == "error":
+        raise FloatingPointError(f"optimizer step {step}: the global gradient norm is {norm} (non-finite); "
+                                 "optim.nonfinite_grad='error' stops here ('skip' would skip the update)")
+    log.warning("optimizer step %d skipped: non-finite global gradient norm %s", step, norm)
+    return False
+
+
 def master_copy(param: Tensor) -> Tensor:
     """The tensor the optimiser updates for `param`: the parameter itself when it is fp32, else a
     detached fp32 copy (the master weight)."""
@@ -97,7 +113,7 @@ class LocalAdamW:
         self.masters = [master_copy(p) for p in self.params]
         groups = decay_groups([(n, m) for (n, _), m in zip(named, self.masters)], cfg.weight_decay)
         self.torch = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-        self.step_count = 0
+        self.step_count, self.skipped_steps = 0, 0
 
     def _separate_masters(self) -> list[tuple[int, Tensor, Tensor]]:
         """(index, parameter, master) for the parameters whose master is a separate fp32 copy."""
@@ -136,22 +152,30 @@ class LocalAdamW:
 
     def step(self) -> dict[str, float]:
         """Clip, set the scheduled LR, update the masters in fp32 and round them into the parameters;
-        returns {"lr", "grad_norm"} (norm before clipping)."""
+        returns {"lr", "grad_norm", "skipped_steps"} (norm before clipping). A non-finite norm skips
+        the update (`update_allowed`); the step counter, and so the LR schedule, does not advance."""
         self.reduce_grads()
         norm = self.grad_norm()
+        lr = self.current_lr()
+        if not update_allowed(norm, on_nonfinite=self.cfg.nonfinite_grad, step=self.step_count):
+            self.skipped_steps += 1
+            return {"lr": lr, "grad_norm": norm, "skipped_steps": float(self.skipped_steps)}
         for _, p, m in self._separate_masters():
             m.grad = p.grad.to(torch.float32)
         if self.cfg.grad_clip > 0 and norm > self.cfg.grad_clip:
             scale = self.cfg.grad_clip / (norm + 1e-6)
             for m in self.masters:
                 m.grad.mul_(scale)
-        lr = self.current_lr()
         for group in self.torch.param_groups:
             group["lr"] = lr
         self.torch.step()
         self._masters_to_params()
         self.step_count += 1
-        return {"lr": lr, "grad_norm": norm}
+        return {"lr": lr, "grad_norm": norm, "skipped_steps": float(self.skipped_steps)}
+
+    def has_state(self) -> bool:
+        """Whether Adam moments exist yet (not before the first update)."""
+        return any(self.torch.state.get(m) for m in self.masters)
 
     @torch.no_grad()
     def _masters_to_params(self) -> None:
@@ -201,6 +225,11 @@ class LocalAdamW:
             m.data = m.data.to(device, non_blocking=True)
 
 
+def torch_optimizers_hold_state(optimizers: Iterable[torch.optim.Optimizer]) -> bool:
+    """True once any of the torch optimizers has per-parameter state (Adam: after its first step)."""
+    return any(any(state for state in opt.state.values()) for opt in optimizers)
+
+
 def _sum_over(params: list[Tensor], group: dist.ProcessGroup | None) -> None:
     if not params or group is None or dist.get_world_size(group) == 1:
         return
@@ -230,7 +259,7 @@ class MegatronDistributedAdam:  # GPU only: exercised by the `gpu`-marked tests
                                   use_distributed_optimizer=True)
         self.megatron = get_megatron_optimizer(opt_cfg, [self.model],
                                                config_overrides=megatron_decay_overrides())
-        self.cfg, self.total_steps, self.step_count = cfg, total_steps, 0
+        self.cfg, self.total_steps, self.step_count, self.skipped_steps = cfg, total_steps, 0, 0
         apply_group_schedule(self.megatron.param_groups, lr=self.current_lr(), weight_decay=cfg.weight_decay)
 
     def zero_grad(self) -> None:
@@ -243,16 +272,32 @@ class MegatronDistributedAdam:  # GPU only: exercised by the `gpu`-marked tests
         self.megatron.reload_model_params()
 
     def step(self) -> dict[str, float]:
+        """Reduce gradients, then the same rule and metrics as `LocalAdamW.step`. megatron-core's own
+        `step()` checks for inf/NaN only with an fp16 loss scaler (`prepare_grads`), and returns a
+        grad norm only when clipping is on (0.0 / None otherwise), so the pre-clip norm is computed
+        here from the main gradients (`get_grad_norm`) and checked before megatron updates.
+        (`step()` copies the model gradients into the main ones again: an idempotent assignment.)"""
         from megatron.core.distributed import finalize_model_grads
 
         finalize_model_grads([self.model])
         lr = self.current_lr()
+        self.megatron.prepare_grads()
+        norm = float(self.megatron.get_grad_norm())
+        if not update_allowed(norm, on_nonfinite=self.cfg.nonfinite_grad, step=self.step_count):
+            self.skipped_steps += 1
+            return {"lr": lr, "grad_norm": norm, "skipped_steps": float(self.skipped_steps)}
         apply_group_schedule(self.megatron.param_groups, lr=lr, weight_decay=self.cfg.weight_decay)
-        ok, norm, _ = self.megatron.step()
-        if not ok:
-            raise FloatingPointError(f"optimizer step {self.step_count} skipped: non-finite gradients (grad norm {norm})")
+        ok, _, _ = self.megatron.step()
+        if not ok:  # only an fp16 loss scaler reports this
+            raise FloatingPointError(f"optimizer step {self.step_count}: megatron-core found inf/NaN gradients")
         self.step_count += 1
-        return {"lr": lr, "grad_norm": float(norm or 0.0)}
+        return {"lr": lr, "grad_norm": norm, "skipped_steps": float(self.skipped_steps)}
+
+    def has_state(self) -> bool:
+        """Whether any inner torch optimizer holds Adam moments (not before the first update;
+        megatron's sharded_state_dict is never empty, so it cannot tell)."""
+        return torch_optimizers_hold_state(inner.optimizer for inner in
+                                           getattr(self.megatron, "chained_optimizers", [self.megatron]))
 
     current_lr = LocalAdamW.current_lr
 

@@ -32,6 +32,24 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
     cpu_compat.seed_model_parallel(seed)
 
 
+def check_layout_matches(configured: dict[str, int], initialised: dict[str, int]) -> None:
+    """Refuse a model whose configured sizes differ from the process groups'. The policy splits data
+    by the groups' CP/TP sizes but builds the model (TransformerConfig) from the config's, so a
+    mismatch would silently train on the wrong shards. Keys: "tensor_parallel", "context_parallel"."""
+    wrong = [f"parallelism.{k}={configured[k]} but the initialised process groups have {k}={initialised[k]}"
+             for k in configured if configured[k] != initialised.get(k)]
+    if wrong:
+        raise ValueError("; ".join(wrong) + " (call init_parallel with the config's sizes before building the policy)")
+
+
+def initialised_layout() -> dict[str, int]:
+    """Tensor/context-parallel sizes of megatron's initialised process groups."""
+    from megatron.core import parallel_state as ps
+
+    return {"tensor_parallel": ps.get_tensor_model_parallel_world_size(),
+            "context_parallel": ps.get_context_parallel_world_size()}
+
+
 @contextlib.contextmanager
 def single_process_group() -> Iterator[None]:
     """A world of one gloo process for tools (converters) that call dist_checkpointing; no port is

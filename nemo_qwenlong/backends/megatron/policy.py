@@ -63,6 +63,10 @@ class MegatronPolicy:
         if parallel.pipeline_parallel > 1:
             raise ValueError(f"parallelism.pipeline_parallel={parallel.pipeline_parallel}: the Megatron policy "
                              "supports TP×CP×DP only (pipeline_parallel must be 1)")
+        from nemo_qwenlong.backends.megatron.parallel import check_layout_matches, initialised_layout
+
+        check_layout_matches({"tensor_parallel": parallel.tensor_parallel, "context_parallel": parallel.context_parallel},
+                             initialised_layout())
         self.hf_config, self.parallel, self.dtype = hf_config, parallel, dtype
         self.micro_batch_tokens, self.chunk, self.temperature = micro_batch_tokens, logprob_chunk_tokens, temperature
         self.shape = Qwen2Shape.from_hf_config(hf_config, padded_vocab_size=padded_vocab_size)
@@ -93,7 +97,7 @@ class MegatronPolicy:
             self.model = module
         self.module = module
         self.multiple = padding_multiple(context_parallel=self.cp_size, tensor_parallel=self.tp_size,
-                                         sequence_parallel=parallel.sequence_parallel, fp8=parallel.fp8 is not None)
+                                         sequence_parallel=parallel.sequence_parallel, fp8=parallel.fp8)
         self.mode: Literal["training", "generation"] = "training"
 
     @classmethod

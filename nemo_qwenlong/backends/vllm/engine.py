@@ -12,8 +12,13 @@ versions are refused at construction because refit reaches into the engine (the 
   distribution actually sampled); `score` uses prompt log-probs (raw, temperature 1).
 - Refit: HF-named tensors stream in buckets into the worker's `reload_weights` (vLLM fuses q/k/v
   and gate/up itself), then the prefix cache is reset (its KV was computed with the old weights).
-- GPU colocation: `sleep()` frees the engine's weights and KV cache before training and
-  `wake_up()` restores them (vLLM sleep mode, CUDA only; a no-op elsewhere, logged once).
+- Placement: one engine per trainer rank under torchrun on CUDA uses vLLM's `external_launcher`
+  executor, which takes RANK / LOCAL_RANK from the environment and so sits on this rank's local GPU
+  (the uniprocessor executor would take device index 0 on every rank: `engine_executor`).
+- GPU colocation (vLLM sleep mode, CUDA only; a no-op elsewhere): `sleep()` discards weights and
+  KV cache (level 2: the weights are replaced by the next refit anyway, so level 1's copy to host
+  and back is wasted). The refit wakes the weights only, loads them, wakes the KV cache, then
+  resets the prefix cache and checks that the reset happened (`Residency` guards the order).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -43,20 +48,84 @@ def check_vllm_version(version: str) -> None:
                            "requirements/lock-cpu.txt or requirements/gpu.txt)")
 
 
+def engine_executor(env: Mapping[str, str], *, cuda: bool, tensor_parallel: int) -> tuple[dict, int | None]:
+    """(LLM executor kwargs, this engine's local CUDA device index or None) for this process.
+
+    Under torchrun (WORLD_SIZE > 1) on CUDA every rank runs its own engine with vLLM's
+    `external_launcher` executor (v1/executor/uniproc_executor.py `ExecutorWithExternalLauncher`:
+    rank and device from RANK / LOCAL_RANK). vLLM then counts its world as TP × PP × DP
+    (config/parallel.py `ParallelConfig.__post_init__`), which must equal WORLD_SIZE, so DP is
+    WORLD_SIZE / tensor_parallel. A single process with TP=1 keeps the in-process `uni` executor;
+    TP>1 alone gets vLLM's worker processes (no executor named)."""
+    world = int(env.get("WORLD_SIZE", "1"))
+    if cuda and world > 1:
+        missing = [k for k in ("RANK", "LOCAL_RANK") if k not in env]
+        if missing:
+            raise RuntimeError(f"WORLD_SIZE={world} without {missing}: start the ranks with torchrun")
+        if world % tensor_parallel:
+            raise ValueError(f"rollout.tensor_parallel={tensor_parallel} does not divide the {world} torchrun ranks")
+        return ({"distributed_executor_backend": "external_launcher", "data_parallel_size": world // tensor_parallel},
+                int(env["LOCAL_RANK"]))
+    if tensor_parallel == 1:
+        return {"distributed_executor_backend": "uni"}, 0 if cuda else None
+    return {}, None
+
+
+class Residency:
+    """Which engine memory is resident under sleep mode, and what that allows (pure bookkeeping).
+
+    sleep() (level 2) discards weights and KV cache; a refit must then wake the weights, load them
+    (`refitted`), and only then wake the KV cache (waking it first would hold the KV cache's memory
+    while refit buffers are alive, and serve from discarded weights). Generation needs all three."""
+
+    def __init__(self) -> None:
+        self.weights = self.kv_cache = self.weights_current = True
+
+    @property
+    def awake(self) -> bool:
+        return self.weights and self.kv_cache and self.weights_current
+
+    def sleep(self) -> None:
+        if not self.awake:
+            raise RuntimeError("engine.sleep() while the engine is already (partly) asleep")
+        self.weights = self.kv_cache = self.weights_current = False
+
+    def wake_weights(self) -> None:
+        self.weights = True
+
+    def refitted(self) -> None:
+        if not self.weights:
+            raise RuntimeError("weight refit while the engine's weights are asleep: wake the weights first")
+        self.weights_current = True
+
+    def wake_kv_cache(self) -> None:
+        if not self.weights_current:
+            raise RuntimeError("waking the KV cache before the weights were refitted (sleep level 2 discarded them)")
+        self.kv_cache = True
+
+    def require_awake(self, what: str) -> None:
+        if not self.awake:
+            raise RuntimeError(f"{what} while the rollout engine sleeps: refit it (load_weights) to wake it")
+
+
 class VLLMGenerator:
     """One in-process vLLM engine serving the policy's current weights."""
 
     def __init__(self, model_dir: str | Path, *, dtype: str = "bfloat16", max_model_len: int = 4096,
                  tensor_parallel: int = 1, gpu_memory_utilization: float = 0.5, enable_prefix_caching: bool = True,
                  enable_chunked_prefill: bool = True, max_num_batched_tokens: int | None = None,
-                 enforce_eager: bool = False, seed: int = 0, sleep_mode: bool = False) -> None:
+                 enforce_eager: bool = False, seed: int = 0, sleep_mode: bool = False,
+                 hf_overrides: dict | None = None) -> None:
         cuda = torch.cuda.is_available()
-        # Refit hands the weight iterator to the worker directly: the engine core and its one worker
-        # must live in this process (TP=1). A TP>1 engine has worker processes and can generate,
-        # but `load_weights` refuses it (no tensor transport yet).
-        self.in_process = tensor_parallel == 1
+        executor, device = engine_executor(os.environ, cuda=cuda, tensor_parallel=tensor_parallel)
+        # Refit hands the weight iterator to the worker directly: the engine core and its worker
+        # must live in this process (uni, or external_launcher: one worker per rank). A TP>1 engine
+        # of one process has worker processes and can generate, but `load_weights` refuses it.
+        self.in_process = executor.get("distributed_executor_backend") in ("uni", "external_launcher")
         if self.in_process:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if device is not None:
+            torch.cuda.set_device(device)  # the trainer's device; vLLM's worker sets the same one
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         import vllm
@@ -78,11 +147,16 @@ class VLLMGenerator:
         if cuda:
             kwargs |= dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization,
                            enable_sleep_mode=sleep_mode)
-        if self.in_process:
-            kwargs |= dict(distributed_executor_backend="uni")
+        kwargs |= executor
+        if hf_overrides:  # e.g. YaRN (backends.vllm.server.yarn_overrides)
+            kwargs["hf_overrides"] = hf_overrides
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
+        if device is not None and torch.cuda.current_device() != device:
+            raise RuntimeError(f"the vLLM engine moved this process to cuda:{torch.cuda.current_device()}; "
+                               f"its trainer is on cuda:{device} (LOCAL_RANK)")
         self.sleep_mode = sleep_mode and cuda
+        self.residency = Residency()
         self.started_in_s = time.perf_counter() - started
         self._next_id = 0
         log.info("vLLM %s engine ready in %.1f s (%s)", vllm.__version__, self.started_in_s, model_dir)
@@ -110,6 +184,7 @@ class VLLMGenerator:
     def generate_iter(self, prompts: Sequence[Sequence[int]], settings: SamplingSettings) -> Iterator[tuple[int, list[Sample]]]:
         """Yield (prompt index, samples) as each prompt's n samples finish. Prompt i is seeded with
         `settings.seed + i`, so a prompt's samples do not depend on batch composition."""
+        self.residency.require_awake("generate")
         engine = self.llm.llm_engine
         ids = {}
         for i, prompt in enumerate(prompts):
@@ -134,6 +209,7 @@ class VLLMGenerator:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        self.residency.require_awake("score")
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         seqs = [TokensPrompt(prompt_token_ids=list(p) + list(c)) for p, c in zip(prompts, continuations)]
         outs = self.llm.generate(seqs, params, use_tqdm=False)
@@ -164,18 +240,35 @@ class VLLMGenerator:
                 count["bytes"] += sum(map(tensor_bytes, bucket))
                 yield from bucket
 
+        if not self.residency.weights:
+            self.llm.wake_up(tags=["weights"])
+            self.residency.wake_weights()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
-        self.llm.reset_prefix_cache()  # cached KV belongs to the old weights
+        self.residency.refitted()
+        if not self.residency.kv_cache:
+            if not self.llm.wake_up(tags=["kv_cache"]):
+                raise RuntimeError("vLLM wake_up(kv_cache) after the refit left the engine partly asleep")
+            self.residency.wake_kv_cache()
+        # Cached KV belongs to the old weights; vLLM returns False (and keeps it) while requests run.
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset the prefix cache after the refit (requests still running?): "
+                               "generation would reuse KV computed with the old weights")
         return RefitStats(count["tensors"], count["buckets"], count["bytes"], time.perf_counter() - started)
 
     # ---- colocation ----------------------------------------------------------------------------
     def sleep(self) -> None:
+        """Free the engine's GPU memory for training (level 2: weights and KV cache discarded; the
+        next `load_weights` wakes it). A no-op without sleep mode (CPU)."""
         if self.sleep_mode:
-            self.llm.sleep(level=1)
+            self.residency.sleep()
+            self.llm.sleep(level=2)
 
     def wake_up(self) -> None:
-        if self.sleep_mode:
-            self.llm.wake_up()
+        """Only valid when nothing was discarded: after `sleep()` the weights are gone, and waking
+        goes through the refit (`load_weights`)."""
+        if self.sleep_mode and not self.residency.awake:
+            raise RuntimeError("wake_up() after sleep(): level 2 discarded the weights; refit them with "
+                               "load_weights, which wakes the weights, loads them, then wakes the KV cache")
 
 
 def _sample(completion) -> Sample:  # noqa: ANN001

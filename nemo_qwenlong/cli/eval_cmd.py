@@ -1,0 +1,273 @@
+"""`nemo-qwenlong eval [generate|score]`: the seven-benchmark DocQA evaluation (docs/eval.md).
+
+`eval generate` writes responses, `eval score` scores a responses file, and `eval` alone does both
+(generate into OUTPUT, score and report into the same folder). Everything resumes: re-run the same
+command after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from nemo_qwenlong.cli.common import above, at_least, positive_int
+
+DEFAULT_BENCHMARKS = "docmath,frames,2wikimqa,hotpotqa,musique,narrativeqa,qasper"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="DocQA evaluation: generate responses, score them (released protocol and ours), report",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = p.add_subparsers(dest="verb", metavar="[generate|score]")
+    g = steps.add_parser("generate", help="responses for the benchmarks' items (responses.jsonl)")
+    _generate_args(g)
+    g.set_defaults(handler=_generate, anticipated=_anticipated())
+    s = steps.add_parser("score", help="score a responses file (scores.jsonl, report.md, results.jsonl, plots)")
+    s.add_argument("--responses", required=True, metavar="FILE.jsonl",
+                   help='rows {"id", "benchmark", "response", "answers": [...], "question"} (eval generate writes them)')
+    s.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for scores.jsonl and the report")
+    s.add_argument("--model-name", default=None, help="model name for the report (default: the responses' folder name)")
+    _judge_args(s)
+    _common_args(s)
+    s.set_defaults(handler=_score, anticipated=_anticipated())
+    _generate_args(p)
+    _judge_args(p)
+    p.set_defaults(handler=_both, anticipated=_anticipated())
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS, metavar="LIST",
+                   help=f"comma-separated: {DEFAULT_BENCHMARKS} (default: all seven), NAME=PATH.jsonl or PATH.jsonl "
+                   "(LongBench record layout)")
+    p.add_argument("--model", metavar="HF_DIR", help="HF model folder (tokenizer and, unless --server-url, the model to serve)")
+    p.add_argument("--data-dir", metavar="DIR", help="the released eval data (docmath/, frames/, longbench/data/)")
+    p.add_argument("--output", "-o", metavar="DIR", help="output folder (responses.jsonl, then scores and report)")
+    p.add_argument("--engine", choices=("server", "inprocess"), default="server",
+                   help="server: an OpenAI-compatible server (--server-url, or a `vllm serve` started here); "
+                   "inprocess: vLLM in this process")
+    p.add_argument("--server-url", metavar="URL", help="a running OpenAI-compatible server, e.g. http://host:8000/v1")
+    p.add_argument("--served-model-name", metavar="NAME", help="model name on that server (default: --model)")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer for the input cap (default: --model)")
+    p.add_argument("--max-input-tokens", type=at_least(2), default=120_000, metavar="N",
+                   help="middle-truncate prompts above N tokens (released: 120000)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=10_000, metavar="N", help="released: 10000")
+    p.add_argument("--temperature", type=at_least(0.0, float), default=0.7, help="released: 0.7")
+    p.add_argument("--top-p", type=above(0.0), default=0.95, help="released: 0.95")
+    p.add_argument("--samples", type=positive_int, default=1, metavar="K", help="responses per item (avg@K)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="first N items of each benchmark")
+    p.add_argument("--concurrency", type=positive_int, default=16, metavar="N", help="requests in flight (server)")
+    p.add_argument("--timeout-s", type=above(0.0), default=1800.0, help="per request (released: 1800)")
+    p.add_argument("--tries", type=positive_int, default=5, help="attempts per request (released: 5)")
+    p.add_argument("--seed", type=int, help="sampling seed (+ sample index); default none, as released")
+    p.add_argument("--max-model-len", type=positive_int, metavar="N", help="engine context (default: input cap + output cap)")
+    p.add_argument("--yarn-factor", type=above(1.0), metavar="F",
+                   help="serve with YaRN ×F over the model's max_position_embeddings (e.g. 4 for 128K on a 32K model)")
+    p.add_argument("--dtype", default="auto", help="engine dtype (auto, bfloat16, float32)")
+    p.add_argument("--tensor-parallel", type=positive_int, default=1, metavar="N", help="engine tensor parallel size")
+    _common_args(p)
+
+
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge-url", metavar="URL", help="OpenAI-compatible judge endpoint (released: DeepSeek-V3); none: rule scores only")
+    p.add_argument("--judge-model", default="deepseek-chat", metavar="NAME", help="judge model name (released: deepseek-chat)")
+    p.add_argument("--judge-api-key-env", default="VERIFIER_API", metavar="VAR",
+                   help="environment variable holding the judge's API key (released: VERIFIER_API)")
+    p.add_argument("--judge-concurrency", type=positive_int, default=20, metavar="N", help="judge calls in flight (released: 20)")
+    p.add_argument("--judge-timeout-s", type=above(0.0), default=120.0, help="per judge call")
+
+
+class EvalError(Exception):
+    """An anticipated failure of `eval` (bad argument, unreachable server); cli.errors prints it, exit 2."""
+
+
+def _anticipated() -> tuple[type[Exception], ...]:
+    from nemo_qwenlong.eval.results import EvalInputError
+
+    return (EvalError, EvalInputError)
+
+
+def _progress(enabled: bool, what: str):  # noqa: ANN202
+    def start(total: int, skipped: int = 0):  # noqa: ANN202
+        if skipped:
+            print(f"{what}: {skipped} already done, {total} to go", flush=True)
+        if not enabled or not total:
+            return lambda *a: None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=what, unit="item")
+        return lambda n=1: bar.update(n)
+    return start
+
+
+def _items(args: argparse.Namespace) -> list[Any]:
+    from nemo_qwenlong.eval.benchmarks import load, parse_benchmarks
+
+    items = []
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    for name, path in parse_benchmarks(args.benchmarks):
+        loaded = load(name, path, data_dir)
+        items += loaded[: args.limit] if args.limit else loaded
+    return items
+
+
+def _need(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n)]
+    if missing:
+        raise EvalError(f"missing {', '.join(missing)}")
+
+
+def _run_generate(args: argparse.Namespace) -> Path:
+    from nemo_qwenlong.eval.generate import RESPONSES_FILE, GenerateOptions, generate
+
+    from nemo_qwenlong.eval.benchmarks import parse_benchmarks
+
+    parse_benchmarks(args.benchmarks)  # names first: a typo fails before anything loads
+    _need(args, "model", "output")
+    model = Path(args.model)
+    if not (model / "config.json").is_file() and not args.tokenizer:
+        raise EvalError(f"--model {model}: not an HF model folder (no config.json); give --tokenizer with --server-url")
+    if args.engine == "inprocess" and args.server_url:
+        raise EvalError("--server-url is for --engine server")
+    out = Path(args.output)
+    if out.is_file():
+        raise EvalError(f"--output {out} is a file, not a folder")
+    items = _items(args)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(Path(args.tokenizer) if args.tokenizer else model)
+    opts = GenerateOptions(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                           max_input_tokens=args.max_input_tokens, samples=args.samples, concurrency=args.concurrency,
+                           timeout_s=args.timeout_s, tries=args.tries, seed=args.seed)
+    with _engine(args, model, tokenizer, out) as engine:
+        counts = generate(items, out, engine, tokenizer, opts, progress=_progress(not args.no_progress, "generate"))
+    print(f"eval generate: {counts['written']} response(s) written ({counts['failed']} failed, "
+          f"{counts['truncated']} input(s) middle-truncated above {args.max_input_tokens} tokens, "
+          f"{counts['skipped']} already done) -> {out / RESPONSES_FILE}", flush=True)
+    return out / RESPONSES_FILE
+
+
+def _tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"cannot load a tokenizer from {folder}: {str(exc).splitlines()[0]}") from None
+
+
+class _engine:
+    """The generation engine as a context manager (a server we start is stopped on exit)."""
+
+    def __init__(self, args: argparse.Namespace, model: Path, tokenizer: Any, out: Path) -> None:
+        self.args, self.model, self.tokenizer, self.out = args, model, tokenizer, out
+        self.server = None
+
+    def __enter__(self) -> Any:
+        from nemo_qwenlong.eval.generate import InProcessEngine, ServerEngine
+
+        a = self.args
+        max_len = self._max_len()
+        if a.engine == "inprocess":
+            from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
+
+            return InProcessEngine(VLLMGenerator(self.model, dtype=a.dtype, max_model_len=max_len,
+                                                 tensor_parallel=a.tensor_parallel, seed=a.seed or 0,
+                                                 hf_overrides=self._yarn()), self.tokenizer)
+        if a.server_url:
+            return ServerEngine(a.server_url, a.served_model_name or str(self.model))
+        from nemo_qwenlong.backends.vllm.server import VLLMServer
+
+        extra = ["--tensor-parallel-size", str(a.tensor_parallel)]
+        if self._yarn():
+            import json
+
+            extra += ["--hf-overrides", json.dumps(self._yarn())]
+        print(f"eval generate: starting `vllm serve {self.model}` (log: {self.out / 'vllm-server.log'})", flush=True)
+        try:
+            self.server = VLLMServer(self.model, self.out / "vllm-server.log", served_name="eval-model",
+                                     max_model_len=max_len, dtype=a.dtype, extra_args=tuple(extra)).start()
+        except RuntimeError as exc:
+            raise EvalError(f"the vLLM server did not start: {str(exc)[:2000]}") from None
+        return ServerEngine(self.server.base_url, "eval-model")
+
+    def _max_len(self) -> int:
+        """--max-model-len, else input cap + output cap, limited to what the model (with YaRN) covers."""
+        a = self.args
+        if a.max_model_len:
+            return a.max_model_len
+        wanted = a.max_input_tokens + a.max_new_tokens + 64
+        import json
+
+        config = self.model / "config.json"
+        if not config.is_file():
+            return wanted
+        limit = int(json.loads(config.read_text()).get("max_position_embeddings", wanted) * (a.yarn_factor or 1))
+        if limit < wanted:
+            print(f"eval generate: engine context {limit} tokens (the model's max_position_embeddings"
+                  f"{' × YaRN' if a.yarn_factor else ''}), below input cap + output cap = {wanted}; "
+                  "prompts above it fail (pass --yarn-factor or a lower --max-input-tokens)", flush=True)
+        return min(wanted, limit)
+
+    def _yarn(self) -> dict | None:
+        if not self.args.yarn_factor:
+            return None
+        import json
+
+        from nemo_qwenlong.backends.hf.checkpoint import rope_theta
+        from nemo_qwenlong.backends.vllm.server import yarn_overrides
+
+        cfg = json.loads((self.model / "config.json").read_text())
+        return yarn_overrides(self.args.yarn_factor, int(cfg["max_position_embeddings"]), rope_theta(cfg))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def _judge_cfg(args: argparse.Namespace) -> Any:
+    if not args.judge_url:
+        return None
+    from nemo_qwenlong.config.pipeline import JudgeConfig
+
+    return JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_api_key_env,
+                       concurrency=args.judge_concurrency, timeout_s=args.judge_timeout_s)
+
+
+def _run_score(responses: Path, out: Path, args: argparse.Namespace, model_name: str) -> None:
+    from nemo_qwenlong.eval.run import score_and_report
+
+    if not responses.is_file():
+        raise EvalError(f"--responses {responses}: file not found")
+    if out.is_file():
+        raise EvalError(f"--output {out} is a file, not a folder")
+    summary = score_and_report(responses, out, judge=_judge_cfg(args), model_name=model_name,
+                               progress=_progress(not args.no_progress, "score"))
+    for s in summary:
+        line = f"  {s['benchmark']:<12} n={s['n']:<5} qwenlong {s['qwenlong']:.1f}  strict {s['strict']:.1f}"
+        print(line + (f"  failures {s['failures']}" if s["failures"] else ""), flush=True)
+    print(f"eval score: {out / 'report.md'}" + ("" if args.judge_url else " (no judge: rule scores only)"), flush=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+def _generate(args: argparse.Namespace) -> None:
+    _logging()
+    _run_generate(args)
+
+
+def _score(args: argparse.Namespace) -> None:
+    _logging()
+    responses = Path(args.responses)
+    _run_score(responses, Path(args.output), args, args.model_name or responses.parent.name)
+
+
+def _both(args: argparse.Namespace) -> None:
+    _logging()
+    responses = _run_generate(args)
+    _run_score(responses, Path(args.output), args, Path(args.model).name)

@@ -1,0 +1,1 @@
+"""The seven-benchmark DocQA evaluation: the released QwenLong-L1 protocol, stricter metrics beside it (docs/eval.md)."""
