@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -92,9 +91,15 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
+# Where a run executes, not what it computes: a requeued or resubmitted Slurm job gets other nodes (the
+# launched judge's address changes) and may carry another time limit or account (nemo_qwenlong.launch).
+RESUME_MAY_DIFFER = ("cluster.", "reward.judge.base_url")
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     a, b = _flatten(saved), _flatten(current)
-    return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    keys = [k for k in sorted(set(a) | set(b)) if not k.startswith(RESUME_MAY_DIFFER)]
+    return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 def open_run_dir(cfg: RunConfig, opts: RunOptions) -> tuple[Path, bool]:
@@ -189,13 +194,14 @@ class Run:
 
     # -- setup
     def start(self) -> None:
-        from nemo_qwenlong.backends.megatron.parallel import init_parallel
+        from nemo_qwenlong.backends.megatron.parallel import free_port, init_parallel
         from nemo_qwenlong.cli.common import quiet_backends
 
         quiet_backends()
         self._check_supported()
-        if "RANK" not in os.environ and "MASTER_PORT" not in os.environ:  # one process: any free local port
-            os.environ["MASTER_PORT"] = str(_free_port())
+        if "TORCHELASTIC_RUN_ID" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # one process, not under torchrun: any free local port (an inherited MASTER_PORT may be taken)
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1")
         p = self.cfg.parallelism
         init_parallel(tensor_parallel=p.tensor_parallel, context_parallel=p.context_parallel,
                       backend=p.dist_backend, seed=self.cfg.seed)
@@ -544,8 +550,3 @@ class Run:
         summary = write_report(self, wall) if dist.is_rank0() else {}
         return dist.broadcast(summary)
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nemo_qwenlong.backends.megatron.parallel import check_layout_matches
@@ -32,6 +34,7 @@ def test_policy_refuses_a_config_the_groups_do_not_have() -> None:
     from nemo_qwenlong.backends.megatron.parallel import destroy_parallel
 
     ours = not dist.is_initialized()  # leave a group another test (the vLLM engine) set up in place
+    saved_env = dict(os.environ)  # init_parallel fills RANK/MASTER_PORT; later subprocesses must not inherit them
     init_parallel(tensor_parallel=1)
     try:
         par = ParallelismConfig(tensor_parallel=2, sequence_parallel=False, transformer_impl="local",
@@ -41,3 +44,5 @@ def test_policy_refuses_a_config_the_groups_do_not_have() -> None:
     finally:
         if ours:
             destroy_parallel()
+            os.environ.clear()
+            os.environ.update(saved_env)

@@ -19,7 +19,8 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
     cpu_compat.apply()
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29511")
+        if "MASTER_PORT" not in os.environ:  # a single local process: any free port (a fixed one may be taken)
+            os.environ["MASTER_PORT"] = str(free_port())
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
@@ -30,6 +31,15 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
                                      pipeline_model_parallel_size=pipeline_parallel,
                                      context_parallel_size=context_parallel)
     cpu_compat.seed_model_parallel(seed)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (the rendezvous of a single local process)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def check_layout_matches(configured: dict[str, int], initialised: dict[str, int]) -> None:
