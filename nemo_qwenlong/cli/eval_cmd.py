@@ -175,9 +175,15 @@ class _engine:
         if a.engine == "inprocess":
             from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
 
-            return InProcessEngine(VLLMGenerator(self.model, dtype=a.dtype, max_model_len=max_len,
-                                                 tensor_parallel=a.tensor_parallel, seed=a.seed or 0,
-                                                 hf_overrides=self._yarn()), self.tokenizer)
+            try:
+                engine = VLLMGenerator(self.model, dtype=a.dtype, max_model_len=max_len,
+                                       tensor_parallel=a.tensor_parallel, seed=a.seed or 0, hf_overrides=self._yarn())
+            except Exception as exc:  # noqa: BLE001 - vLLM reports a bad model/context as assorted errors
+                lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+                reason = next((x for x in lines if x.startswith("Value error")), lines[0] if lines else "")
+                raise EvalError(f"the in-process vLLM engine did not start for {self.model} "
+                                f"(max_model_len {max_len}): {type(exc).__name__}: {reason[:600]}") from None
+            return InProcessEngine(engine, self.tokenizer)
         if a.server_url:
             return ServerEngine(a.server_url, a.served_model_name or str(self.model))
         from nemo_qwenlong.backends.vllm.server import VLLMServer

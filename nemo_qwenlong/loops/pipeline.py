@@ -371,6 +371,8 @@ class Run:
 
         best: tuple[Path | None, int] = (None, 0)
         for s in self.cfg.curriculum.stages:
+            if f"rl-{s.name}" not in self.dirs:  # a pipeline without rl (e.g. [data, export, eval])
+                continue
             root = self.dirs[f"rl-{s.name}"] / "checkpoints"
             step = ckpt.latest_step(root) if root.is_dir() else None
             if step and step > best[1]:

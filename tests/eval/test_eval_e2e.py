@@ -70,13 +70,15 @@ def test_killed_generation_resumes(judge_server, tmp_path: Path) -> None:  # noq
     assert path.read_text().splitlines()[: len(before)] == before  # finished items kept, not redone
 
 
-def test_inprocess_engine_samples_and_truncation(tiny_hf: dict[str, Path], tmp_path: Path) -> None:
+def test_inprocess_engine_samples_truncation_and_yarn(tiny_hf: dict[str, Path], tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     out = tmp_path / "inproc"
     argv = ["eval", "generate", "--engine", "inprocess", "--benchmarks", "frames,hotpotqa", "--data-dir", str(DATA),
             "--model", str(tiny_hf["untied"]), "--output", str(out), "--max-new-tokens", "8", "--samples", "2",
-            "--max-input-tokens", "40", "--max-model-len", "256", "--seed", "3", "--dtype", "float32", "--no-progress"]
+            "--max-input-tokens", "40", "--seed", "3", "--dtype", "float32", "--no-progress",
+            # YaRN x2 over the tiny model's 4,096 positions: vLLM accepts a 6,000-token context only with it
+            "--yarn-factor", "2", "--max-model-len", "6000"]
     assert main(argv) == 0
     rows = _jsonl(out / "responses.jsonl")
     assert sorted((r["benchmark"], r["id"], r["sample"]) for r in rows) == sorted(

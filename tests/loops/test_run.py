@@ -226,3 +226,22 @@ def test_judge_in_the_loop(tmp_path: Path, judge_server) -> None:  # noqa: ANN00
     row = rows(down, "rl")[0]
     assert row["reward/judge_failures"] == row["reward/judge_requested"] > 0
     assert row["reward/decided_by_judge"] == 0
+
+
+def test_eval_stage_on_benchmarks_with_the_judge(tmp_path: Path, judge_server) -> None:  # noqa: ANN001
+    """The main job's eval stage on released-layout benchmark files (the cluster recipes' setting), judged
+    by the run's judge: generation with the run's engine, then `eval score` (both protocols) and the report."""
+    data = REPO / "tests" / "fixtures" / "eval_data"
+    out = tmp_path / "run"
+    res = run_cli(out, "pipeline=[data,export,eval]", "evaluation.benchmarks=hotpotqa,docmath",
+                  f"evaluation.data_dir={data}", "evaluation.max_new_tokens=8", "reward.judge_when=rule_fail",
+                  f"reward.judge.base_url={judge_server.base_url}", "reward.judge.model=judge")
+    assert res.returncode == 0, res.stderr[-3000:]
+    folder = out / "02-eval" / "final"
+    scores = [json.loads(x) for x in (folder / "scores.jsonl").read_text().splitlines()]
+    assert sorted({s["benchmark"] for s in scores}) == ["docmath", "hotpotqa"] and len(scores) == 4 + 2
+    # the scripted judge says [[YES]]: the released protocol asks it for every item, so qwenlong is 1
+    assert all(s["qwenlong"]["judge"]["verdict"] is True and s["scores"]["qwenlong"] == 1.0 for s in scores)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["heldout_qwenlong"] == {"final": 1.0} and summary["judge_in_eval"]
+    assert "Beside the paper" in (folder / "report.md").read_text()
