@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 
 from pathlib import Path
@@ -83,9 +84,16 @@ def _smoke(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     refuse_unsupported(cfg)
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-smoke"})
+    fresh = args.run_dir is None or not Path(args.run_dir).exists()
     run_dir = create_run_dir(cfg, args.run_dir)
     print(f"run dir: {run_dir}")
-    records = run_smoke(cfg, run_dir, args.steps)
+    try:
+        records = run_smoke(cfg, run_dir, args.steps)
+    except BaseException:  # SIGTERM (cli.errors.Terminated), Ctrl-C or a failure: a smoke run is all or nothing
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"smoke: stopped; removed the partial run dir {run_dir}", file=sys.stderr)
+        raise
     print(f"reward {records[0]['reward_mean']:.3f} (step 1) -> {records[-1]['reward_mean']:.3f} (step {len(records)})")
     return 0
 

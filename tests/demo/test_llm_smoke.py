@@ -30,3 +30,21 @@ def test_smoke_runs_every_component_and_the_reward_rises(cli_exe: str, repo_root
     assert (run / "checkpoints" / "iter_0000003" / "nql_manifest.json").is_file()
     assert (run / "hf_final" / "model.safetensors.index.json").is_file() and (run / "config.yaml").is_file()
     assert "step 3/3: reward" in out.stdout and "UserWarning" not in out.stderr
+
+
+def test_sigterm_mid_smoke_leaves_no_run_dir(cli_exe: str, repo_root: Path, tmp_path: Path) -> None:
+    """SIGTERM (what Slurm sends) while the smoke run works: exit 143 and its fresh run dir removed."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([cli_exe, "smoke", "--steps", "3", "--run-dir", str(run)], cwd=repo_root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run / "hf_init" / "config.json").is_file():
+        time.sleep(0.05)
+    assert (run / "hf_init").is_dir(), "the smoke run never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert not run.exists() and "removed the partial run dir" in err and "Traceback" not in err
