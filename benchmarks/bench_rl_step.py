@@ -9,21 +9,40 @@ are non-zero; the pieces are `run`'s own: the in-process vLLM engine, the Megatr
 `train_step`, refit with the agreement check. Prints the median step seconds over steps 2-10 with
 generation / train / refit parts; writes benchmarks/out/bench_rl_step.json.
 
-Usage: python benchmarks/bench_rl_step.py [--prompt-tokens 512 2048] [--threads 1|2] [--steps 10]
+`--profile` runs the last step under cProfile and prints where its seconds go (top functions by
+cumulative and by own time; benchmarks/out/bench_rl_step_<tokens>.prof). `--compare-trl` then runs
+TRL's GRPOTrainer on the identical workload (benchmarks/trl_grpo_step.py) in its own environment,
+`.venv-trl` (or --trl-python), which this script never builds; it is layered on the project's
+environment and adds only trl and accelerate (~1 MB):
+
+    python3.11 -m venv .venv-trl && .venv/bin/python -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))" > .venv-trl/lib/python3.11/site-packages/nemo-qwenlong-env.pth && .venv-trl/bin/pip install --no-deps trl==1.16.0 accelerate==1.15.0
+
+Usage: python benchmarks/bench_rl_step.py [--prompt-tokens 512 2048] [--threads 1|2] [--steps 10] [--profile]
+                                          [--compare-trl [--trl-python .venv-trl/bin/python]]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
 import platform
+import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
+REPO = Path(__file__).resolve().parents[1]
+TRL_BUILD = ("python3.11 -m venv .venv-trl && .venv/bin/python -c \"import os, torch; "
+             "print(os.path.dirname(os.path.dirname(torch.__file__)))\" > "
+             ".venv-trl/lib/python3.11/site-packages/nemo-qwenlong-env.pth && "
+             ".venv-trl/bin/pip install --no-deps trl==1.16.0 accelerate==1.15.0")
 OVERRIDES = ["model.tiny.hidden_size=128", "model.tiny.intermediate_size=256", "model.tiny.num_hidden_layers=2",
              "model.tiny.num_attention_heads=4", "model.tiny.num_key_value_heads=2", "model.tiny.vocab_size=512",
              "model.tiny.tie_word_embeddings=false", "model.tiny.max_position_embeddings=4096",
@@ -35,7 +54,7 @@ OVERRIDES = ["model.tiny.hidden_size=128", "model.tiny.intermediate_size=256", "
 PROMPTS = 8
 
 
-def one_length(prompt_tokens: int, steps: int, work: Path) -> dict:
+def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False) -> dict:
     import torch
 
     from nemo_qwenlong.algorithms import compute_advantages
@@ -65,6 +84,9 @@ def one_length(prompt_tokens: int, steps: int, work: Path) -> dict:
     prompts = [torch.randint(3, 512, (prompt_tokens,), generator=g).tolist() for _ in range(PROMPTS)]
     records = []
     for step in range(steps):
+        profiler = cProfile.Profile() if profile and step == steps - 1 else None
+        if profiler:
+            profiler.enable()
         t0 = time.perf_counter()
         policy.prepare_for_generation()
         settings = SamplingSettings(n=8, temperature=0.7, top_p=1.0, max_tokens=64, seed=step, ignore_eos=True)
@@ -79,6 +101,9 @@ def one_length(prompt_tokens: int, steps: int, work: Path) -> dict:
         policy.prepare_for_generation()
         refit_and_check(policy, engine, probe(batch, 4, 8), bucket_bytes=64 * 2**20, threshold=None)
         t3 = time.perf_counter()
+        if profiler:
+            profiler.disable()
+            print_profile(profiler, OUT / f"bench_rl_step_{prompt_tokens}.prof")
         records.append({"step_s": t3 - t0, "generate_s": t1 - t0, "train_s": t2 - t1, "refit_s": t3 - t2,
                         "loss": train["loss"]})
         print(f"  prompt {prompt_tokens}: step {step + 1}/{steps} {t3 - t0:.2f} s "
@@ -88,11 +113,44 @@ def one_length(prompt_tokens: int, steps: int, work: Path) -> dict:
                                                for k in ("step_s", "generate_s", "train_s", "refit_s")}}
 
 
+def print_profile(profiler: cProfile.Profile, path: Path) -> None:
+    OUT.mkdir(exist_ok=True)
+    profiler.dump_stats(str(path))
+    for key in ("cumulative", "tottime"):
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).sort_stats(key).print_stats(25)
+        print(f"--- profile of the last step, by {key} ({path.name}) ---")
+        print("\n".join(ln for ln in buf.getvalue().splitlines() if ln.strip())[-4000:])
+
+
+def compare_trl(trl_python: Path, prompt_tokens: list[int], steps: int, threads: int) -> list[dict] | None:
+    """TRL's GRPOTrainer on the same workload in its own environment; None (and says why) without one."""
+    if not trl_python.exists():
+        print(f"\n--compare-trl: the TRL environment is missing ({trl_python} not found); nothing was run.\n"
+              f"Build it (adds ~1 MB: trl and accelerate over this project's environment), from the repo root:\n"
+              f"  {TRL_BUILD}")
+        return None
+    out = []
+    for n in prompt_tokens:
+        cmd = [str(trl_python), str(Path(__file__).with_name("trl_grpo_step.py")), "--prompt-tokens", str(n),
+               "--steps", str(steps), "--threads", str(threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("TRL ")]
+        if proc.returncode or not lines:
+            print(f"TRL run at {n} tokens failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            continue
+        out.append(json.loads(lines[-1].removeprefix("TRL ")))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--threads", type=int, choices=(1, 2), default=2)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--profile", action="store_true", help="cProfile the last step of each length")
+    parser.add_argument("--compare-trl", action="store_true", help="also run TRL's GRPOTrainer (own environment)")
+    parser.add_argument("--trl-python", type=Path, default=REPO / ".venv-trl" / "bin" / "python")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
@@ -106,13 +164,19 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.prompt_tokens:
-            results.append(one_length(n, args.steps, Path(tmp)))
+            results.append(one_length(n, args.steps, Path(tmp), profile=args.profile))
     print(f"\nmedian over steps 2-{args.steps}, {args.threads} thread(s), {platform.processor() or platform.machine()}:")
     for r in results:
         print(f"  prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + "
               f"train {r['train_s']:.2f} + refit/check {r['refit_s']:.2f}")
+    trl = compare_trl(args.trl_python, args.prompt_tokens, args.steps, args.threads) if args.compare_trl else None
+    for r in trl or []:
+        ours = next(x for x in results if x["prompt_tokens"] == r["prompt_tokens"])
+        print(f"  TRL {r['trl_version']} GRPOTrainer, prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s "
+              f"(ours {ours['step_s']:.2f} s: {r['step_s'] / ours['step_s']:.2f}x faster)")
     OUT.mkdir(exist_ok=True)
-    (OUT / "bench_rl_step.json").write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
+    (OUT / "bench_rl_step.json").write_text(json.dumps({"threads": args.threads, "results": results, "trl": trl},
+                                                       indent=2))
 
 
 if __name__ == "__main__":

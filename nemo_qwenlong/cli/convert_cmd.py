@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--yarn-factor", type=above(1.0), help="add YaRN for serving (> 1; 4 = 128K from 32K); default: none")
     exp.add_argument("--yarn-original-max", type=positive_int, default=32768,
                      help="context the base model was trained at; default 32768")
-    exp.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="weight dtype of the export; default bfloat16")
+    exp.add_argument("--dtype", choices=DTYPES,
+                     help="cast the exported weights; default: keep the checkpoint's dtype (the output line says which)")
     exp.add_argument("--max-shard-gb", type=above(0.0), default=4.0, help="safetensors shard size (> 0); default 4 GB")
     exp.set_defaults(handler=_megatron_to_hf)
 

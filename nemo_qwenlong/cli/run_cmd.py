@@ -72,6 +72,9 @@ def _run(args: argparse.Namespace) -> int:
         run.run()
     except Preempted as stop:
         print(f"run: preempted; checkpoint written after {stop}. Resume with the same command.", flush=True)
+        from nemo_qwenlong.launch.requeue import mark_preempted
+
+        mark_preempted()  # a launched Slurm job requeues itself on this mark (docs/launch.md)
         return 0
     except (RunError, DynamicSamplingExhausted, JudgeUnavailableError, EngineTrainerMismatch, FileNotFoundError) as err:
         return _fail(str(err))

@@ -34,10 +34,16 @@ Origins = dict[tuple[str, ...], str]  # key path -> where it was set ("conf/a.ya
 OVERRIDE_ORIGIN = "command line override {key}=..."  # the value is left out: it may be a credential
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Resolve a recipe file (or the schema defaults when `path` is None) plus overrides. A problem names
-    the file and line (or the command line override) that set the offending key."""
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                overlays: Sequence[str | os.PathLike] = ()) -> RunConfig:
+    """Resolve a recipe file (or the schema defaults when `path` is None), then `overlays` (recipe-shaped files
+    merged on top in order, e.g. a cluster file), then overrides. A problem names the file and line (or the
+    command line override) that set the offending key."""
     tree, origins = _load(Path(path)) if path is not None else ({}, {})
+    for overlay in overlays:
+        top, found = _load(Path(overlay))
+        tree = deep_merge(tree, top)
+        origins.update(found)
     if overrides:
         # Overrides may reach into schema defaults (e.g. curriculum.stages.1.steps), so resolve them
         # on the full default tree with the recipe merged in.

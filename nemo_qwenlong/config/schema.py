@@ -29,6 +29,9 @@ from nemo_qwenlong.config.training import (
     TinyArch,
     YarnConfig,
 )
+from nemo_qwenlong.planning.hardware import GPUS, Assumptions, geometry_of
+from nemo_qwenlong.planning.layout import colocation_problems
+from nemo_qwenlong.planning.report import layout_for
 
 __all__ = [
     "RunConfig",
@@ -106,7 +109,23 @@ class RunConfig(Section):
                 f"parallelism TP×PP×CP = {p.tensor_parallel}×{p.pipeline_parallel}×{p.context_parallel} = "
                 f"{model_parallel} must divide cluster.nodes×cluster.gpus_per_node = {world}"
             )
+        self._check_colocation()
         return self
+
+    def _check_colocation(self) -> None:
+        """GPU runs with the colocated vLLM engine: trainer and engine fit one GPU together
+        (planning.layout.colocation_problems; exact sizes only, docs/plan.md)."""
+        c, p, r = self.cluster, self.parallelism, self.rollout
+        if c.gpus_per_node == 0 or r.backend != "vllm" or p.dist_backend != "nccl":
+            return
+        m = self.model
+        geometry = geometry_of(m.source, m.path, m.tiny.model_dump(), m.geometry)
+        longest = max(self.curriculum.stages, key=lambda s: s.max_input_tokens + s.max_output_tokens)
+        layout = layout_for(self, input_tokens=longest.max_input_tokens,
+                            output_tokens=longest.max_output_tokens)
+        problems = colocation_problems(geometry, layout, GPUS[c.gpu], Assumptions())  # geometry None: unknown model
+        if problems:
+            raise ValueError("trainer and rollout engine cannot share the GPUs: " + "; ".join(problems))
 
     def _check_pipeline(self) -> None:
         names = list(self.pipeline)

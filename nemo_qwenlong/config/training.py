@@ -62,6 +62,9 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = field("bfloat16", "parameter/compute dtype")
     trust_remote_code: bool = field(False, "allow model code from the checkpoint folder (off unless asked)")
     yarn: YarnConfig | None = field(None, "YaRN for serving exports; null keeps plain RoPE")
+    geometry: Literal["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-qwen-32b", "qwenlong-l1-32b"] | None = field(
+        None, "shape of a known model, for `plan` and the GPU layout check when model.path is not on this machine "
+        "or not named after the model (a previous stage's export); null: model.tiny or the folder name (docs/plan.md)")
     tiny: TinyArch = section(TinyArch, "geometry used when source=tiny-random")
 
     @model_validator(mode="after")
@@ -91,6 +94,9 @@ class ParallelismConfig(Section):
     transformer_impl: Literal["local", "transformer_engine"] = field(
         "transformer_engine", "layer spec: Transformer Engine (GPU) or megatron-core's local torch spec (CPU)"
     )
+    local_attention: Literal["sdpa", "dot_product"] = field(
+        "sdpa", "core attention of the local spec (CPU): torch scaled_dot_product_attention (fused, causal, "
+        "GQA; never holds the scores) or megatron-core's DotProductAttention ([heads × S × S] scores)")
     fp8: Literal["tensorwise", "delayed", "blockwise"] | None = field(
         None, "FP8 recipe through Transformer Engine; null trains in model.dtype (blockwise needs Hopper)"
     )
@@ -213,6 +219,10 @@ class RLConfig(Section):
         80000, "token budget of one micro-batch per data-parallel rank: rows × padded longest row", ge=16
     )
     logprob_chunk_tokens: int = field(4096, "sequence chunk for log-prob/entropy (bounds the vocab activation)", ge=1)
+    logprob_impl: Literal["fused", "logits"] = field(
+        "fused", "fused: log-probs/entropy from the final hidden states and the output weight chunk by chunk, "
+        "each chunk's logits recomputed in backward (never holds [tokens × vocab/TP] logits or their gradient); "
+        "logits: the output layer's full logits, then chunked log-probs")
     optim: OptimConfig = section(OptimConfig, "RL optimiser")
     dynamic_sampling: DynamicSamplingConfig = section(DynamicSamplingConfig, "dynamic sampling")
     overlong: OverlongConfig = section(OverlongConfig, "overlong reward shaping")

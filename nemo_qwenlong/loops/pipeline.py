@@ -56,7 +56,8 @@ class RunOptions:
 
 def check_hardware(cfg: RunConfig, world: int) -> None:
     """Refuse, before any process group, model or tensor exists, a recipe this machine or launch cannot
-    run (GPU recipe without CUDA, more local ranks than GPUs, a layout the ranks cannot hold).
+    run (GPU recipe without CUDA, more local ranks than GPUs, a layout the ranks cannot hold, more memory
+    per GPU than the device has by the planner's estimate).
     The one hardware check: `run`, `demo` and `smoke` all call it."""
     import torch
 
@@ -74,6 +75,13 @@ def check_hardware(cfg: RunConfig, world: int) -> None:
     if world % (p.tensor_parallel * p.context_parallel):
         raise RunError(f"parallelism TP×CP = {p.tensor_parallel}×{p.context_parallel} does not divide the "
                        f"{world} rank(s) of this launch (use --nproc-per-node)")
+    if gpu_recipe:
+        from nemo_qwenlong.planning.report import device_fit_problem
+
+        props = torch.cuda.get_device_properties(0)
+        problem = device_fit_problem(cfg, memory_bytes=float(props.total_memory), device=props.name)
+        if problem:
+            raise RunError(f"{cfg.name} does not fit this machine's GPUs: {problem}")
 
 
 # ---- run directory and resume checks ------------------------------------------------------------

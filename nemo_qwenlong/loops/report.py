@@ -93,6 +93,7 @@ def write_report(run: Any, wall: float) -> dict[str, Any]:
     run_dir: Path = run.run_dir
     rows_rl, rows_sft = run.metrics.rows("rl"), run.metrics.rows("sft")
     plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)  # an SFT-only pipeline has no RL plot to create it
     made = [plot_rows(rows_rl, plots / "rl.png", "RL (all stages)"), plot_sft(rows_sft, plots / "sft.png")]
     for stage in run.cfg.curriculum.stages:
         sub = [r for r in rows_rl if r["stage"] == stage.name]

@@ -227,6 +227,8 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
         t = time.perf_counter()
         mine = mine.replace(old_logprobs=policy.compute_logprobs(mine))
         old_s = time.perf_counter() - t
+    if dist.is_rank0() and hasattr(env.engine, "sleep"):  # colocated on GPU: free the engine's memory for the
+        env.engine.sleep()  # update (vLLM sleep mode; the refit below wakes it); a no-op on CPU
     policy.prepare_for_training()
     t_up = time.perf_counter()
     train: list[dict[str, float]] = []

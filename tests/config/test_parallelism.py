@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from nemo_qwenlong.backends.megatron import memory
+from nemo_qwenlong.planning import memory
 from nemo_qwenlong.config.training import CP_COMM_TYPES, ParallelismConfig
 
 

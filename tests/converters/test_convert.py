@@ -57,7 +57,7 @@ def test_megatron_side_has_the_bridge_layout(tiny_hf: dict, tmp_path: Path) -> N
     assert json.loads((it / "metadata.json").read_text())["sharded_backend"] == "torch_dist"
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in (it / "tokenizer").iterdir()}
     model = yaml.safe_load((it / "run_config.yaml").read_text())["model"]
-    assert model["_target_"].endswith("Qwen2ModelProvider")
+    assert model["_target_"] == "megatron.bridge.models.gpt_provider.GPTModelProvider"
     assert (model["num_layers"], model["num_query_groups"], model["tensor_model_parallel_size"],
             model["pipeline_model_parallel_size"]) == (2, 2, 2, 2)
     from megatron.core import dist_checkpointing
@@ -98,7 +98,7 @@ def test_yarn_on_export_in_both_rope_layouts(tiny_hf: dict, tmp_path: Path) -> N
     loaded = Qwen2Config.from_pretrained(tmp_path / "hf")
     assert loaded.rope_parameters["rope_type"] == "yarn" and loaded.rope_parameters["factor"] == 4.0
     assert loaded.max_position_embeddings == 131072  # vLLM serves only this many positions
-    assert raw["dtype"] == raw["torch_dtype"] == "bfloat16"
+    assert raw["dtype"] == raw["torch_dtype"] == "float32"  # the checkpoint's dtype: no --dtype given
 
 
 def test_import_strips_rope_scaling_unless_asked(tiny_hf: dict, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ SINGLE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")
 QWEN2_ARCH = "Qwen2ForCausalLM"
+SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
 
 class CheckpointFormatError(ValueError):
@@ -169,6 +170,16 @@ class HFCheckpoint:
                 raise CheckpointFormatError(f"{self.dir / self.weight_map[name]}: {name} has shape {list(got)}, "
                                             f"the config implies {list(want)}")
 
+    def stored_dtype(self) -> str:
+        """The weights' dtype as stored (the embedding's, from the safetensors header; nothing is read)."""
+        name = "model.embed_tokens.weight"
+        with open_safetensors(self.dir / self.weight_map[name]) as fh:
+            code = fh.get_slice(name).get_dtype()
+        if code not in SAFETENSORS_DTYPES:
+            raise CheckpointFormatError(f"{self.dir}: {name} is stored as {code}; "
+                                        f"accepted: {sorted(SAFETENSORS_DTYPES)}")
+        return SAFETENSORS_DTYPES[code]
+
     def get(self, name: str) -> Tensor:
         """One tensor, copied out; the file is unmapped again at once, so the pages it touched do not
         stay resident (holding every shard open would grow RSS to the model's size)."""
@@ -276,3 +287,8 @@ def generation_config(cfg: dict) -> dict[str, Any]:
 
 def cast(tensor: Tensor, dtype: str | None) -> Tensor:
     return tensor if dtype is None else tensor.to(getattr(torch, dtype))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` -> "bfloat16" (the name config.json and our CLI use)."""
+    return str(dtype).removeprefix("torch.")

@@ -7,6 +7,7 @@ Layout (Megatron's, which NeMo's Megatron-Bridge also reads and writes):
     <root>/iter_0000010/                          torch_dist shards (.metadata, __*_*.distcp, metadata.json)
     <root>/iter_0000010/nql_manifest.json         step, config hash, parallel layout, optimiser step, HF config
     <root>/iter_0000010/run_config.yaml           the model section Megatron-Bridge rebuilds the model from
+                                              (its GPTModelProvider; older checkpoints name Qwen2ModelProvider)
     <root>/iter_0000010/train_state.pt            Megatron-Bridge's train state (tensors only)
     <root>/iter_0000010/tokenizer/                HF tokenizer files (converter imports; docs/checkpoints.md)
 
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nemo_qwenlong.backends.hf.checkpoint import rope_theta
+from nemo_qwenlong.backends.hf.checkpoint import rope_scaling, rope_theta
 from nemo_qwenlong.fsio import atomic_write_bytes, atomic_write_text
 
 LATEST = "latest_checkpointed_iteration.txt"
@@ -163,7 +164,8 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
                      "has_state": has_optimizer_state, "has_master_params": has_masters}
         rows = policy.shape.padded_vocab_size or policy.hf_config["vocab_size"]
         write_iteration_files(tmp, step=step, config_hash=config_hash, layout=_layout(policy), optimizer=optimizer,
-                              hf_config=policy.hf_config, extra={"padded_vocab_size": rows, **(extra or {})})
+                              hf_config=policy.hf_config, dtype=policy.dtype,
+                              extra={"padded_vocab_size": rows, **(extra or {})})
         for name, text in (files or {}).items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(tmp / name, text)
@@ -179,12 +181,14 @@ def save_checkpoint(policy, root: str | Path, step: int, *, config_hash: str, ke
 
 
 def write_iteration_files(iter_dir: Path, *, step: int, config_hash: str, layout: dict[str, int],
-                          optimizer: dict[str, Any], hf_config: dict, extra: dict[str, Any] | None = None) -> None:
-    """Beside the shards: our manifest and the Megatron-Bridge `run_config.yaml` (model section)."""
+                          optimizer: dict[str, Any], hf_config: dict, dtype: str,
+                          extra: dict[str, Any] | None = None) -> None:
+    """Beside the shards: our manifest and the Megatron-Bridge `run_config.yaml` (model section).
+    `dtype`: the stored weights' dtype (recorded in both)."""
     manifest = {"format": FORMAT, "step": step, "config_hash": config_hash, "layout": layout, "optimizer": optimizer,
-                "hf_config": hf_config, "saved_unix_time": time.time(), **(extra or {})}
+                "hf_config": hf_config, "dtype": dtype, "saved_unix_time": time.time(), **(extra or {})}
     atomic_write_text(iter_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
-    atomic_write_text(iter_dir / RUN_CONFIG, bridge_run_config(hf_config, layout))
+    atomic_write_text(iter_dir / RUN_CONFIG, bridge_run_config(hf_config, layout, dtype))
     _write_train_state(iter_dir / TRAIN_STATE, step)
 
 
@@ -208,25 +212,57 @@ def _write_train_state(path: Path, step: int) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def bridge_run_config(hf_config: dict, layout: dict[str, int]) -> str:
-    """run_config.yaml with the `model` section Megatron-Bridge instantiates (Qwen2ModelProvider)."""
+BRIDGE_PROVIDER = "megatron.bridge.models.gpt_provider.GPTModelProvider"
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _bridge_object(target: str) -> dict[str, Any]:
+    """A Hydra-style reference to a Python object (not called), as Megatron-Bridge writes one."""
+    return {"_target_": target, "_call_": False}
+
+
+def bridge_run_config(hf_config: dict, layout: dict[str, int], dtype: str) -> str:
+    """run_config.yaml with the `model` section Megatron-Bridge 0.6.2 instantiates: its
+    GPTModelProvider with the fields its own HF import writes for Qwen2 (sizes, RMSNorm, SwiGLU,
+    QKV bias, RoPE or YaRN, dropout 0) and `bf16`/`params_dtype` matching the stored weights."""
     import yaml
 
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {TORCH_DTYPES}")
     heads = hf_config["num_attention_heads"]
     model = {
-        "_target_": "megatron.bridge.models.qwen.qwen_provider.Qwen2ModelProvider",
+        "_target_": BRIDGE_PROVIDER,
         "num_layers": hf_config["num_hidden_layers"], "hidden_size": hf_config["hidden_size"],
         "ffn_hidden_size": hf_config["intermediate_size"], "num_attention_heads": heads,
         "num_query_groups": hf_config.get("num_key_value_heads", heads),
         "kv_channels": hf_config.get("head_dim") or hf_config["hidden_size"] // heads,
         "vocab_size": hf_config["vocab_size"], "seq_length": hf_config.get("max_position_embeddings", 32768),
         "share_embeddings_and_output_weights": bool(hf_config.get("tie_word_embeddings", False)),
-        "rotary_base": float(rope_theta(hf_config)), "layernorm_epsilon": hf_config.get("rms_norm_eps", 1e-6),
+        "normalization": "RMSNorm", "layernorm_epsilon": hf_config.get("rms_norm_eps", 1e-6),
+        "gated_linear_unit": True, "activation_func": _bridge_object("torch.nn.functional.silu"),
+        "add_qkv_bias": True, "add_bias_linear": False, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+        "position_embedding_type": "rope", "rotary_base": float(rope_theta(hf_config)),
+        **_yarn_fields(rope_scaling(hf_config)),
+        "bf16": dtype == "bfloat16", "fp16": dtype == "float16", "params_dtype": _bridge_object(f"torch.{dtype}"),
         "tensor_model_parallel_size": layout.get("tensor_parallel", 1),
         "pipeline_model_parallel_size": layout.get("pipeline_parallel", 1),
         "context_parallel_size": layout.get("context_parallel", 1), "make_vocab_size_divisible_by": 1,
     }
     return yaml.safe_dump({"model": model, "checkpoint": {"ckpt_format": FORMAT}}, sort_keys=False)
+
+
+def _yarn_fields(scaling: dict | None) -> dict[str, Any]:
+    """megatron-core's YarnRotaryEmbedding fields for an HF YaRN rope_scaling (none for plain RoPE).
+    mscale 1 / mscale_all_dim 0 give HF's attention factor 0.1·ln(factor) + 1; HF truncates the
+    correction range by default (`truncate`), as `correction_range_round_to_int` does."""
+    if not scaling or (scaling.get("rope_type") or scaling.get("type")) != "yarn":
+        return {}
+    return {"position_embedding_type": "yarn", "yarn_rotary_scaling_factor": float(scaling["factor"]),
+            "yarn_original_max_position_embeddings": int(scaling["original_max_position_embeddings"]),
+            "yarn_beta_fast": float(scaling.get("beta_fast", 32.0)),
+            "yarn_beta_slow": float(scaling.get("beta_slow", 1.0)),
+            "yarn_mscale": 1.0, "yarn_mscale_all_dim": 0.0,
+            "yarn_correction_range_round_to_int": bool(scaling.get("truncate", True))}
 
 
 def _prune(root: Path, keep_last: int) -> None:

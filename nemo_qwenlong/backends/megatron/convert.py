@@ -34,6 +34,7 @@ from nemo_qwenlong.backends.hf.checkpoint import (
     cast,
     check_qwen2_config,
     copy_tokenizer_files,
+    dtype_name,
     export_config,
     generation_config,
     import_config,
@@ -61,9 +62,17 @@ class ConversionReport:
     tensors: int
     seconds: float
     peak_rss_mb: float
+    dtype: str = ""  # e.g. "float32 (the checkpoint's dtype)" or "bfloat16 (--dtype)"
 
     def line(self) -> str:
-        return f"wrote {self.out} ({self.tensors} tensors) in {self.seconds:.1f} s, peak RSS {self.peak_rss_mb:.0f} MB"
+        weights = f", weights {self.dtype}" if self.dtype else ""
+        return (f"wrote {self.out} ({self.tensors} tensors{weights}) in {self.seconds:.1f} s, "
+                f"peak RSS {self.peak_rss_mb:.0f} MB")
+
+
+def dtype_note(requested: str | None, stored: str) -> str:
+    """What the output holds and why: the requested dtype, or the source's kept."""
+    return f"{requested} (--dtype)" if requested else f"{stored} (the checkpoint's dtype)"
 
 
 def _peak_rss_mb() -> float:
@@ -129,6 +138,7 @@ def hf_to_megatron_checkpoint(hf_dir: str | Path, out_dir: str | Path, *, tp: in
     """Convert an HF Qwen2 folder into a Megatron torch_dist checkpoint at step 0 (see module doc)."""
     started = time.perf_counter()
     src = HFCheckpoint(hf_dir)
+    source_dtype = src.stored_dtype()
     cfg = import_config(src.config, keep_rope_scaling=keep_rope_scaling)
     _check_layout(cfg, tp, pp)
     vocab = cfg["vocab_size"]
@@ -157,13 +167,16 @@ def hf_to_megatron_checkpoint(hf_dir: str | Path, out_dir: str | Path, *, tp: in
         layout = {"tensor_parallel": tp, "pipeline_parallel": pp, "context_parallel": 1, "data_parallel": 1}
         digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
         ckpt.write_iteration_files(iter_dir, step=0, config_hash=digest, layout=layout, hf_config=cfg,
+                                   dtype=dtype or source_dtype,
                                    optimizer={"kind": None, "step_count": 0, "has_state": False},
-                                   extra={"source": str(Path(hf_dir).resolve()), "padded_vocab_size": padded})
+                                   extra={"source": str(Path(hf_dir).resolve()), "source_dtype": source_dtype,
+                                          "padded_vocab_size": padded})
         copied = copy_tokenizer_files(src.dir, iter_dir / TOKENIZER_DIR)
         if "tokenizer.json" not in copied and "vocab.json" not in copied:
             log.warning("%s has no tokenizer files; the checkpoint carries none", src.dir)
         ckpt.write_pointers(tmp, 0)
-    return ConversionReport(Path(out_dir), count, time.perf_counter() - started, _peak_rss_mb())
+    return ConversionReport(Path(out_dir), count, time.perf_counter() - started, _peak_rss_mb(),
+                            dtype_note(dtype, source_dtype))
 
 
 def resolve_iteration(path: str | Path, step: int | None = None) -> Path:
@@ -180,8 +193,9 @@ def resolve_iteration(path: str | Path, step: int | None = None) -> Path:
 
 def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, step: int | None = None,
                               yarn_factor: float | None = None, yarn_original_max: int = 32768,
-                              dtype: str | None = "bfloat16", max_shard_bytes: int = 4 * 2**30) -> ConversionReport:
-    """Export a Megatron checkpoint as an HF folder vLLM and transformers load (see module doc)."""
+                              dtype: str | None = None, max_shard_bytes: int = 4 * 2**30) -> ConversionReport:
+    """Export a Megatron checkpoint as an HF folder vLLM and transformers load (see module doc).
+    `dtype` None keeps the stored weights' dtype (bit-exact); a name casts every tensor to it."""
     started = time.perf_counter()
     iter_dir = resolve_iteration(megatron_dir, step)
     manifest = read_json(iter_dir / ckpt.MANIFEST)
@@ -190,6 +204,7 @@ def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, 
     with staged_output(Path(out_dir)) as tmp, single_process_group():
         meta = tensor_metadata(iter_dir)
         rows = tuple(meta["embedding.word_embeddings.weight"].global_shape)[0]
+        stored = dtype_name(meta["embedding.word_embeddings.weight"].dtype)
         shape = Qwen2Shape.from_hf_config(cfg, padded_vocab_size=rows)
         groups = {name: [e.at(layer)[0] for e in entries] for layer, entries in shape.groups()
                   for name in (e.at(layer)[0] for e in entries)}
@@ -207,7 +222,8 @@ def megatron_to_hf_checkpoint(megatron_dir: str | Path, out_dir: str | Path, *, 
                                   dtype=dtype, yarn_factor=yarn_factor, yarn_original_max=yarn_original_max,
                                   max_shard_bytes=max_shard_bytes)
         bar.close()
-    return ConversionReport(Path(out_dir), written, time.perf_counter() - started, _peak_rss_mb())
+    return ConversionReport(Path(out_dir), written, time.perf_counter() - started, _peak_rss_mb(),
+                            dtype_note(dtype, stored))
 
 
 def write_hf_folder(folder: Path, hf_tensors: Iterable[tuple[str, Tensor]], hf_config: dict, shape: Qwen2Shape, *,
@@ -215,13 +231,22 @@ def write_hf_folder(folder: Path, hf_tensors: Iterable[tuple[str, Tensor]], hf_c
                     yarn_original_max: int = 32768, max_shard_bytes: int = 4 * 2**30) -> int:
     """An HF folder vLLM and transformers load: sharded safetensors (a tied lm_head is left to the
     embedding), config.json (YaRN when asked), tokenizer files, generation_config.json. Returns the
-    number of safetensors files. Used by the converter and by `run`'s export of the live policy."""
-    tensors = ((name, cast(t, dtype)) for name, t in hf_tensors
-               if not (name == "lm_head.weight" and shape.tie_word_embeddings))
-    written, _ = write_sharded_safetensors(tensors, folder, max_shard_bytes)
+    number of safetensors files. Used by the converter and by `run`'s export of the live policy.
+    `dtype` None writes each tensor as it comes; config.json then names the first tensor's dtype."""
+    seen: list[str] = []
+
+    def tensors() -> Iterator[tuple[str, Tensor]]:
+        for name, t in hf_tensors:
+            if not (name == "lm_head.weight" and shape.tie_word_embeddings):
+                out = cast(t, dtype)
+                if not seen:
+                    seen.append(dtype_name(out.dtype))
+                yield name, out
+
+    written, _ = write_sharded_safetensors(tensors(), folder, max_shard_bytes)
     out_cfg = export_config(hf_config, yarn_factor=yarn_factor, yarn_original_max=yarn_original_max)
-    if dtype:
-        out_cfg["torch_dtype"] = out_cfg["dtype"] = dtype  # transformers 4.x and 5.x names
+    if dtype or seen:
+        out_cfg["torch_dtype"] = out_cfg["dtype"] = dtype or seen[0]  # transformers 4.x and 5.x names
     (folder / "config.json").write_text(json.dumps(out_cfg, indent=2) + "\n")
     copy_tokenizer_files(tokenizer_dir, folder)
     if not (folder / "generation_config.json").is_file():

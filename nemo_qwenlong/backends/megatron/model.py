@@ -2,7 +2,8 @@
 
 GQA, QKV bias, SwiGLU, RMSNorm, RoPE (base from the config), tied or untied embeddings. Layer spec:
 Transformer Engine on GPUs (`transformer_impl: transformer_engine`), megatron-core's local torch
-spec on CPU.
+spec on CPU, whose core attention is torch SDPA (`local_attention: sdpa`, sdpa_attention.py) or
+megatron's own DotProductAttention (`dot_product`, which holds [heads × S × S] scores).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
+LOCAL_ATTENTION = ("sdpa", "dot_product")
 
 
 def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel: int = 1, context_parallel: int = 1,
@@ -59,8 +61,29 @@ def transformer_config(hf: dict, *, tensor_parallel: int = 1, pipeline_parallel:
     )
 
 
-def build_gpt_model(hf: dict, *, transformer_impl: str = "local", padded_vocab_size: int | None = None, **parallel):
+def local_layer_spec(local_attention: str | None = None):
+    """megatron-core's local GPT layer spec with the chosen core attention (None: the schema's
+    `parallelism.local_attention` default). Neither attention has parameters, so checkpoints are
+    the same either way."""
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    from nemo_qwenlong.config.training import ParallelismConfig
+
+    choice = local_attention or ParallelismConfig.model_fields["local_attention"].default
+    if choice not in LOCAL_ATTENTION:
+        raise ValueError(f"local_attention={choice!r} is not one of {LOCAL_ATTENTION}")
+    spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    if choice == "sdpa":
+        from nemo_qwenlong.backends.megatron.sdpa_attention import SDPAttention
+
+        spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def build_gpt_model(hf: dict, *, transformer_impl: str = "local", local_attention: str | None = None,
+                    padded_vocab_size: int | None = None, **parallel):
     """A GPTModel with the checkpoint's geometry (random weights; load them with qwen2_mapping).
+    `local_attention` picks the local spec's core attention (None: the schema default);
     `padded_vocab_size` gives the embedding/output rows when the vocabulary was padded for TP."""
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt import gpt_layer_specs as specs
@@ -73,7 +96,7 @@ def build_gpt_model(hf: dict, *, transformer_impl: str = "local", padded_vocab_s
     if transformer_impl == "transformer_engine":
         spec = specs.get_gpt_layer_with_transformer_engine_spec()
     else:
-        spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+        spec = local_layer_spec(local_attention)
     return GPTModel(
         cfg, spec, vocab_size=padded_vocab_size or hf["vocab_size"], max_sequence_length=hf.get("max_position_embeddings", 32768),
         position_embedding_type="rope", rotary_base=int(rope_theta(hf)),

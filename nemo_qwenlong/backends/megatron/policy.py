@@ -7,7 +7,8 @@ One optimiser step (`train_step` / `sft_step`) over a batch of rows held by this
    (`algorithms.losses`), so the gradient does not depend on how rows are split;
 3. each micro-batch: rows joined into the sequence layout (`algorithms.sequences`), this
    context-parallel rank's part of it, forward, chunked vocab-parallel log-probs
-   (`algorithms.logprobs`), loss, backward (gradients accumulate);
+   (`algorithms.logprobs`: by default fused with the output layer, so no [tokens × vocab/TP]
+   logits are held), loss, backward (gradients accumulate);
 4. the optimiser sums gradients over DP×CP, clips, sets the scheduled LR and updates (`optim`).
 
 Pipeline parallelism is not supported by this policy (the recipes use TP×CP×DP; design.md §5);
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
-from nemo_qwenlong.algorithms.logprobs import token_logprobs
+from nemo_qwenlong.algorithms.logprobs import fused_token_logprobs, token_logprobs
 from nemo_qwenlong.algorithms.losses import count_sequences, count_tokens, merge_micro_metrics, policy_loss
 from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
 from nemo_qwenlong.algorithms.sequences import (
@@ -57,7 +58,8 @@ class MegatronPolicy:
 
     def __init__(self, hf_config: dict, parallel: ParallelismConfig, optim: OptimConfig, *, dtype: str = "bfloat16",
                  micro_batch_tokens: int = 80_000, logprob_chunk_tokens: int = 4096, temperature: float = 1.0,
-                 total_steps: int | None = None, padded_vocab_size: int | None = None) -> None:
+                 total_steps: int | None = None, padded_vocab_size: int | None = None,
+                 logprob_impl: Literal["fused", "logits"] = "fused") -> None:
         from megatron.core import parallel_state as ps
 
         if parallel.pipeline_parallel > 1:
@@ -69,6 +71,9 @@ class MegatronPolicy:
                              initialised_layout())
         self.hf_config, self.parallel, self.dtype = hf_config, parallel, dtype
         self.micro_batch_tokens, self.chunk, self.temperature = micro_batch_tokens, logprob_chunk_tokens, temperature
+        if logprob_impl not in ("fused", "logits"):
+            raise ValueError(f"logprob_impl={logprob_impl!r} is not one of ('fused', 'logits')")
+        self.logprob_impl = logprob_impl
         self.shape = Qwen2Shape.from_hf_config(hf_config, padded_vocab_size=padded_vocab_size)
         self.tp_group = ps.get_tensor_model_parallel_group()
         self.tp_rank, self.tp_size = ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size()
@@ -77,7 +82,8 @@ class MegatronPolicy:
         self.grad_group = ps.get_data_parallel_group(with_context_parallel=True)  # gradients summed here
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         module = build_gpt_model(
-            hf_config, transformer_impl=parallel.transformer_impl, tensor_parallel=parallel.tensor_parallel,
+            hf_config, transformer_impl=parallel.transformer_impl, local_attention=parallel.local_attention,
+            tensor_parallel=parallel.tensor_parallel,
             context_parallel=parallel.context_parallel, sequence_parallel=parallel.sequence_parallel, dtype=dtype,
             fp8=parallel.fp8, recompute=parallel.recompute, cp_comm_type=parallel.cp_comm_type,
             padded_vocab_size=padded_vocab_size,
@@ -109,7 +115,7 @@ class MegatronPolicy:
         return cls(hf_config, cfg.parallelism, section.optim, dtype=cfg.model.dtype,
                    micro_batch_tokens=section.micro_batch_tokens, logprob_chunk_tokens=cfg.rl.logprob_chunk_tokens,
                    temperature=cfg.rollout.temperature if phase == "rl" and cfg.rollout.temperature > 0 else 1.0,
-                   total_steps=total_steps, padded_vocab_size=padded_vocab_size)
+                   total_steps=total_steps, padded_vocab_size=padded_vocab_size, logprob_impl=cfg.rl.logprob_impl)
 
     # ---- weights -------------------------------------------------------------------------------
     def load_hf_state_dict(self, hf: dict[str, Tensor]) -> None:
@@ -171,11 +177,36 @@ class MegatronPolicy:
                            temperature: float | None = None) -> tuple[Tensor, Tensor | None]:
         """[B, S/CP] log-probs (and entropy) of each position's next token on this CP rank."""
         tokens, positions, targets = (self._split(t) for t in (layout.tokens, layout.position_ids, layout.targets))
-        mask = cpu_compat.causal_mask(tokens.shape[1], self.device) if self.parallel.transformer_impl == "local" else None
+        # only megatron's own local attention reads the mask; SDPA and TE attention know they are causal
+        needs_mask = self.parallel.transformer_impl == "local" and self.parallel.local_attention == "dot_product"
+        mask = cpu_compat.causal_mask(tokens.shape[1], self.device) if needs_mask else None
+        kw = dict(group=self.tp_group, chunk_size=self.chunk, temperature=temperature or self.temperature,
+                  with_entropy=with_entropy, vocab_size=self.shape.vocab_size)
+        if self.logprob_impl == "fused":
+            lp, ent = self.model(tokens, positions, mask, output_processor=self._fused_output,
+                                 output_processor_context=(targets.T, kw))  # [S/CP, B] each
+            return lp.T, (ent.T if ent is not None else None)
         logits = self.model(tokens, positions, mask)  # [B, S/CP, V/TP]
-        return token_logprobs(logits, targets, group=self.tp_group, vocab_start=self.tp_rank * logits.shape[-1],
-                              chunk_size=self.chunk, temperature=temperature or self.temperature,
-                              with_entropy=with_entropy, vocab_size=self.shape.vocab_size)
+        return token_logprobs(logits, targets, vocab_start=self.tp_rank * logits.shape[-1], **kw)
+
+    def _fused_output(self, *, hidden_states: Tensor, output_layer: Any, output_weight: Tensor | None,
+                      context: tuple[Tensor, dict], **_: Any) -> tuple[Tensor, Tensor | None]:
+        """GPTModel output processor: log-probs (and entropy) from the final hidden states [S, B, h]
+        and the vocab-parallel output weight, in place of the output layer. The hidden states enter
+        the tensor-parallel region the way ColumnParallelLinear's input does (sequence-parallel
+        gather, or copy whose backward all-reduces this rank's share of the gradient)."""
+        from megatron.core.tensor_parallel.mappings import (
+            copy_to_tensor_model_parallel_region,
+            gather_from_sequence_parallel_region,
+        )
+
+        targets, kw = context  # [S/CP, B]
+        if output_layer.sequence_parallel:
+            hidden = gather_from_sequence_parallel_region(hidden_states, group=self.tp_group)
+        else:
+            hidden = copy_to_tensor_model_parallel_region(hidden_states, group=self.tp_group)
+        weight = output_layer.weight if output_weight is None else output_weight  # [V/TP, h]
+        return fused_token_logprobs(hidden, weight, targets, vocab_start=self.tp_rank * weight.shape[0], **kw)
 
     @torch.no_grad()
     def compute_logprobs(self, rows: Rows, *, temperature: float | None = None) -> Tensor:

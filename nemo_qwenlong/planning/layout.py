@@ -1,0 +1,164 @@
+"""A run's per-GPU memory in its two phases, and whether trainer and rollout engine can share a GPU.
+
+Colocation (docs/plan.md): every GPU holds a trainer rank and part of a vLLM engine.
+- Rollout phase (engine awake): the trainer keeps weights, the fp32 gradient buffer and the fp32
+  master shard on the GPU (Adam moments go to host: `prepare_for_generation`), runs the
+  old-log-prob forward, and vLLM holds `gpu_memory_utilization` × GPU memory.
+- Training phase (engine asleep, level 2): the trainer's full state, activations and log-prob
+  temporaries; the engine keeps only a small remainder.
+Each phase also keeps `reserve_gib` free. `colocation_problems` is the config's check: only exact
+sizes (weights, buffers, KV bytes), none of the activation estimates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nemo_qwenlong.planning import memory as mem
+from nemo_qwenlong.planning.hardware import Assumptions, Gpu
+from nemo_qwenlong.planning.memory import GIB, Geometry
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The numbers of a run that size its memory: trainer layout, engine, and the stage's sequences."""
+
+    world: int
+    gpus_per_node: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    context_parallel: int
+    recompute: str
+    distributed_optimizer: bool
+    param_bytes: int
+    micro_batch_tokens: int
+    logprob_chunk: int
+    full_logits: bool  # rl.logprob_impl=logits holds every token's logits; fused one chunk's
+    rollout_tp: int
+    gpu_memory_utilization: float
+    max_num_batched_tokens: int
+    seq_tokens: int  # longest rollout: input + output cap
+
+    @property
+    def model_parallel(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
+
+    @property
+    def data_parallel(self) -> int:
+        return max(1, self.world // (self.model_parallel * self.context_parallel))
+
+    @property
+    def optimizer_shards(self) -> int:
+        return self.data_parallel * self.context_parallel if self.distributed_optimizer else 1
+
+    @property
+    def train_tokens(self) -> int:
+        """Tokens of one micro-batch: the budget, or one longer row alone."""
+        return max(self.micro_batch_tokens, self.seq_tokens)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Per-GPU bytes of every item, and the two phase peaks (with the reserve)."""
+
+    weights: float
+    gradients: float
+    masters: float
+    optimizer: float  # masters + moments, at the layout's sharding
+    optimizer_unsharded: float
+    activations: float
+    logprobs_train: float
+    logprob_pass: float
+    engine_share: float
+    engine_weights: float
+    engine_overhead: float
+    kv_cache: float
+    kv_tokens: float
+    engine_asleep: float
+    reserve: float
+
+    @property
+    def rollout_peak(self) -> float:
+        return self.weights + self.gradients + self.masters + self.logprob_pass + self.engine_share + self.reserve
+
+    @property
+    def training_trainer(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logprobs_train
+
+    @property
+    def training_peak(self) -> float:
+        return self.training_trainer + self.engine_asleep + self.reserve
+
+    @property
+    def training_peak_engine_awake(self) -> float:
+        return self.training_trainer + self.engine_share + self.reserve
+
+    def peaks_without_distributed_optimizer(self, shards: int) -> tuple[float, float]:
+        """(rollout, training) peaks if the optimiser state were not sharded (`shards` = DP×CP)."""
+        extra_masters = self.masters * shards - self.masters
+        return (self.rollout_peak + extra_masters,
+                self.training_peak + self.optimizer_unsharded - self.optimizer)
+
+
+def memory_plan(g: Geometry, lay: Layout, gpu: Gpu, a: Assumptions) -> MemoryPlan:
+    mp, shards, tp, cp = lay.model_parallel, lay.optimizer_shards, lay.tensor_parallel, lay.context_parallel
+    share = lay.gpu_memory_utilization * gpu.memory_bytes
+    engine_weights = mem.weight_bytes(g, model_parallel=lay.rollout_tp, param_bytes=lay.param_bytes)
+    overhead = mem.engine_overhead_bytes(g, rollout_tp=lay.rollout_tp, batched_tokens=lay.max_num_batched_tokens,
+                                         graph_reserve=a.graph_reserve_gib * GIB)
+    kv = max(0.0, share - engine_weights - overhead)
+    tokens = lay.train_tokens
+    return MemoryPlan(
+        weights=mem.weight_bytes(g, model_parallel=mp, param_bytes=lay.param_bytes),
+        gradients=mem.gradient_bytes(g, model_parallel=mp),
+        masters=mem.master_bytes(g, model_parallel=mp, optimizer_shards=shards),
+        optimizer=mem.optimizer_bytes(g, model_parallel=mp, optimizer_shards=shards),
+        optimizer_unsharded=mem.optimizer_bytes(g, model_parallel=mp, optimizer_shards=1),
+        activations=mem.activation_bytes(g, lay.recompute, tokens=tokens, tensor_parallel=tp, context_parallel=cp),
+        logprobs_train=mem.logprob_bytes(g, tokens=tokens, chunk=lay.logprob_chunk, tensor_parallel=tp,
+                                         context_parallel=cp, backward=True, full_logits=lay.full_logits),
+        logprob_pass=mem.logprob_bytes(g, tokens=tokens, chunk=lay.logprob_chunk, tensor_parallel=tp,
+                                       context_parallel=cp, backward=False, full_logits=lay.full_logits),
+        engine_share=share, engine_weights=engine_weights, engine_overhead=overhead, kv_cache=kv,
+        kv_tokens=kv / mem.kv_bytes_per_token(g, rollout_tp=lay.rollout_tp),
+        engine_asleep=a.engine_asleep_gib * GIB, reserve=a.reserve_gib * GIB,
+    )
+
+
+def gib(x: float) -> str:
+    return f"{x / GIB:.1f} GiB"
+
+
+def colocation_problems(g: Geometry | None, lay: Layout, gpu: Gpu, a: Assumptions) -> list[str]:
+    """Why trainer and engine cannot share the GPUs (empty when they can), each naming the settings.
+    With no geometry (a model the planner does not know) only the layout rule is checked."""
+    rtp, problems = lay.rollout_tp, []
+    if lay.gpus_per_node % rtp:
+        problems.append(f"rollout.tensor_parallel={rtp} must divide cluster.gpus_per_node={lay.gpus_per_node} "
+                        "(each vLLM engine stays inside one node)")
+    if g is None:
+        return problems
+    if g.kv_heads % rtp and rtp % g.kv_heads:
+        problems.append(f"rollout.tensor_parallel={rtp} neither divides nor is a multiple of the model's "
+                        f"{g.kv_heads} KV heads (vLLM refuses it)")
+    m = memory_plan(g, lay, gpu, a)
+    need_kv = lay.seq_tokens * mem.kv_bytes_per_token(g, rollout_tp=rtp)
+    if m.kv_cache < need_kv:
+        problems.append(
+            f"rollout.gpu_memory_utilization={lay.gpu_memory_utilization} gives vLLM {gib(m.engine_share)} of an "
+            f"{gpu.name}; its weights at rollout.tensor_parallel={rtp} ({gib(m.engine_weights)}) and step buffers "
+            f"({gib(m.engine_overhead)}) leave {gib(m.kv_cache)} of KV cache, but one {lay.seq_tokens}-token "
+            f"rollout needs {gib(need_kv)}: raise rollout.gpu_memory_utilization or rollout.tensor_parallel")
+    resident = m.weights + m.gradients + m.masters
+    if resident + m.engine_share + m.reserve > gpu.memory_bytes:
+        room = (gpu.memory_bytes - resident - m.reserve) / gpu.memory_bytes
+        fixes = ([f"lower rollout.gpu_memory_utilization to <= {room:.2f}"] if room > 0 else []) + [
+            "raise parallelism.tensor_parallel"] + (
+            [] if lay.distributed_optimizer else ["set parallelism.distributed_optimizer=true"])
+        problems.append(
+            f"during rollouts the trainer keeps {gib(resident)} per GPU (bf16 weights, fp32 gradients and fp32 "
+            f"masters at TP×PP={lay.model_parallel}, optimiser shards={lay.optimizer_shards}) and vLLM takes "
+            f"rollout.gpu_memory_utilization={lay.gpu_memory_utilization} × {gib(gpu.memory_bytes)} = "
+            f"{gib(m.engine_share)}; with the {gib(m.reserve)} reserve that is more than the {gpu.name} "
+            f"(cluster.gpu) holds: {', or '.join(fixes)}")
+    return problems

@@ -1,0 +1,194 @@
+"""`nemo-qwenlong plan`: a recipe's per-GPU memory on H100 and H200 and where a step's time goes.
+
+`layout_for` and `batch_for` read the numbers that size a run out of a RunConfig; `step_times`,
+`render_memory` and `render_times` are plain functions of them (memory: planning.layout, time:
+planning.steptime).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from nemo_qwenlong.planning.hardware import Assumptions, Gpu
+from nemo_qwenlong.planning.layout import Layout, MemoryPlan, memory_plan
+from nemo_qwenlong.planning.memory import BF16, FP32, GIB, Geometry
+from nemo_qwenlong.planning.steptime import Decode, decode_estimate, forward_flops, training_flops
+
+PARAM_BYTES = {"bfloat16": BF16, "float16": BF16, "float32": FP32}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One RL step's shape: prompts generated and trained, samples per prompt, token lengths."""
+
+    gen_prompts: int
+    train_prompts: int
+    group_size: int
+    input_tokens: int
+    output_tokens: int
+    epochs: int  # passes over the batch (rl.epochs_per_batch)
+    optimizer_steps: int  # per batch: epochs × train/mini
+    reference_pass: bool
+    prefix_caching: bool
+
+
+def layout_for(cfg: Any, *, input_tokens: int, output_tokens: int) -> Layout:
+    """The Layout of a RunConfig, its rollouts `input_tokens` + `output_tokens` long (a stage's caps)."""
+    p, r, c = cfg.parallelism, cfg.rollout, cfg.cluster
+    return Layout(
+        world=max(1, c.nodes * c.gpus_per_node), gpus_per_node=c.gpus_per_node, tensor_parallel=p.tensor_parallel,
+        pipeline_parallel=p.pipeline_parallel, context_parallel=p.context_parallel, recompute=p.recompute,
+        distributed_optimizer=p.distributed_optimizer, param_bytes=PARAM_BYTES[cfg.model.dtype],
+        micro_batch_tokens=cfg.rl.micro_batch_tokens, logprob_chunk=cfg.rl.logprob_chunk_tokens,
+        full_logits=cfg.rl.logprob_impl == "logits",
+        rollout_tp=r.tensor_parallel, gpu_memory_utilization=r.gpu_memory_utilization,
+        max_num_batched_tokens=r.max_num_batched_tokens, seq_tokens=input_tokens + output_tokens)
+
+
+def batch_for(cfg: Any, *, input_tokens: int, output_tokens: int, rounds: int) -> Batch:
+    rl = cfg.rl
+    return Batch(gen_prompts=rl.gen_batch_size * rounds, train_prompts=rl.train_batch_size, group_size=rl.group_size,
+                 input_tokens=input_tokens, output_tokens=output_tokens, epochs=rl.epochs_per_batch,
+                 optimizer_steps=rl.epochs_per_batch * (rl.train_batch_size // rl.mini_batch_size),
+                 reference_pass=rl.kl_coef > 0, prefix_caching=cfg.rollout.enable_prefix_caching)
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    prefill: float
+    decode: Decode
+    old_logprobs: float
+    reference: float
+    train: float
+
+    @property
+    def total(self) -> float:
+        return self.prefill + self.decode.seconds + self.old_logprobs + self.reference + self.train
+
+
+def step_times(g: Geometry, lay: Layout, b: Batch, gpu: Gpu, m: MemoryPlan, a: Assumptions) -> StepTimes:
+    """Seconds per RL step on `lay.world` GPUs of kind `gpu` (prefill and decode added, not overlapped)."""
+    compute = lay.world * gpu.bf16_flops
+    seq = b.input_tokens + b.output_tokens
+    prefills = b.gen_prompts * (1 if b.prefix_caching else b.group_size)
+    engines = max(1, lay.world // lay.rollout_tp)
+    decode = decode_estimate(
+        g, prompts_per_engine=math.ceil(b.gen_prompts / engines), group_size=b.group_size,
+        input_tokens=b.input_tokens, output_tokens=b.output_tokens, kv_tokens=m.kv_tokens, rollout_tp=lay.rollout_tp,
+        prefix_caching=b.prefix_caching, max_num_seqs=a.max_num_seqs, weights_per_gpu=m.engine_weights,
+        hbm_bytes_per_s=gpu.hbm_bytes_per_s, bandwidth_share=a.decode_bandwidth, peak_flops=gpu.bf16_flops,
+        mfu=a.prefill_mfu)
+    sequences = b.train_prompts * b.group_size
+    forward = sequences * forward_flops(g, seq) / (compute * a.train_mfu)
+    train = b.epochs * sequences * training_flops(g, seq, recompute=lay.recompute) / (compute * a.train_mfu)
+    return StepTimes(prefill=prefills * forward_flops(g, b.input_tokens) / (compute * a.prefill_mfu), decode=decode,
+                     old_logprobs=forward if b.optimizer_steps > 1 else 0.0,
+                     reference=forward if b.reference_pass else 0.0, train=train)
+
+
+def _row(label: str, values: list[str]) -> str:
+    return f"  {label:<62}" + "".join(f"{v:>14}" for v in values)
+
+
+def _g(x: float) -> str:
+    return f"{x / GIB:.1f}"
+
+
+def _fits(peak: float, gpu: Gpu) -> str:
+    return "fits" if peak <= gpu.memory_bytes else "NO"
+
+
+def render_memory(g: Geometry, lay: Layout, gpus: list[Gpu], plans: list[MemoryPlan]) -> list[str]:
+    """The per-GPU memory table (GiB) with a column per GPU."""
+    m0 = plans[0]
+    shards = lay.data_parallel * lay.context_parallel
+    used = {True: " (recipe)", False: ""}
+
+    def col(f) -> list[str]:  # noqa: ANN001 - one column per GPU
+        return [_g(f(m)) for m in plans]
+
+    out = [_row("per-GPU memory, GiB", [f"{gpu.name.split()[0]} {_g(gpu.memory_bytes)}" for gpu in gpus]),
+           "  trainer (TP×PP×CP×DP = "
+           f"{lay.tensor_parallel}×{lay.pipeline_parallel}×{lay.context_parallel}×{lay.data_parallel})",
+           _row(f"  weights ({'bf16' if lay.param_bytes == BF16 else 'fp32'})", col(lambda m: m.weights)),
+           _row("  gradients (fp32 buffer)", col(lambda m: m.gradients)),
+           _row(f"  optimiser, distributed (÷ DP×CP = {shards}){used[lay.distributed_optimizer]}",
+                col(lambda m: m.optimizer_unsharded / shards)),
+           _row(f"  optimiser, not distributed{used[not lay.distributed_optimizer]}",
+                col(lambda m: m.optimizer_unsharded)),
+           _row(f"  activations ({lay.train_tokens} tokens/micro-batch, {lay.recompute} recompute)",
+                col(lambda m: m.activations)),
+           _row(f"  log-prob temporaries, training ({'logits' if lay.full_logits else 'fused'}, chunk "
+                f"{lay.logprob_chunk})", col(lambda m: m.logprobs_train)),
+           _row("  old-log-prob forward (no grad)", col(lambda m: m.logprob_pass)),
+           f"  vLLM engine (TP={lay.rollout_tp}, gpu_memory_utilization {lay.gpu_memory_utilization})",
+           _row("  share", col(lambda m: m.engine_share)),
+           _row("    weights", col(lambda m: m.engine_weights)),
+           _row(f"    step buffers ({lay.max_num_batched_tokens} batched tokens) + CUDA graphs",
+                col(lambda m: m.engine_overhead)),
+           _row("    KV cache", col(lambda m: m.kv_cache)),
+           _row("    KV cache, tokens", [f"{m.kv_tokens / 1000:.0f}K" for m in plans]),
+           f"  phase peaks (each + {_g(m0.reserve)} GiB reserve)",
+           _row("  rollouts: trainer resident + old-log-prob pass + engine", col(lambda m: m.rollout_peak)),
+           _row("  training: trainer + engine asleep (level 2)", col(lambda m: m.training_peak)),
+           _row("  (training with the engine awake)", col(lambda m: m.training_peak_engine_awake))]
+    if lay.distributed_optimizer:
+        other = [m.peaks_without_distributed_optimizer(shards) for m in plans]
+        out.append(_row("  (without the distributed optimiser: rollouts / training)",
+                        [f"{_g(r)} / {_g(t)}" for r, t in other]))
+    peaks = [max(m.rollout_peak, m.training_peak) for m in plans]
+    one_seq = [m.kv_tokens >= lay.seq_tokens for m in plans]
+    out.append(_row("fits?", [_fits(p, gpu) if ok else "NO (KV)" for p, gpu, ok in zip(peaks, gpus, one_seq)]))
+    return out
+
+
+def render_times(lay: Layout, b: Batch, gpus: list[Gpu], times: list[StepTimes], a: Assumptions) -> list[str]:
+    def col(f) -> list[str]:  # noqa: ANN001
+        return [f"{f(t):.0f} s" for t in times]
+
+    out = [_row("step time (estimate)", [gpu.name.split()[0] for gpu in gpus]),
+           _row(f"  rollout prefill: {b.gen_prompts} prompts × {b.input_tokens} "
+                f"({'once per group' if b.prefix_caching else f'× {b.group_size}'}, MFU {a.prefill_mfu})",
+                col(lambda t: t.prefill)),
+           _row(f"  rollout decode: {b.output_tokens} tokens × {b.group_size} samples (HBM × {a.decode_bandwidth})",
+                col(lambda t: t.decode.seconds)),
+           _row("    groups resident per engine / waves", [f"{t.decode.groups_resident} / {t.decode.waves}"
+                                                          for t in times]),
+           _row("    seconds per decode step", [f"{t.decode.step_seconds * 1000:.0f} ms" for t in times]),
+           _row(f"  old log-probs: {b.train_prompts * b.group_size} × {b.input_tokens + b.output_tokens} "
+                "tokens forward",
+                col(lambda t: t.old_logprobs))]
+    if b.reference_pass:
+        out.append(_row("  reference log-probs (kl_coef > 0)", col(lambda t: t.reference)))
+    out += [_row(f"  training: forward + backward{' + recompute' if lay.recompute != 'none' else ''} "
+                 f"(MFU {a.train_mfu})", col(lambda t: t.train)),
+            _row("  total", col(lambda t: t.total)),
+            _row("  total, hours", [f"{t.total / 3600:.2f} h" for t in times])]
+    return out
+
+
+def device_fit_problem(cfg: Any, *, memory_bytes: float, device: str) -> str | None:
+    """Why the recipe's longest stage would not fit a GPU of `memory_bytes` (the planner's estimate of
+    the larger phase peak, rollouts or training), or None when it fits or the model is unknown.
+    The hardware check of `run`/`demo`/`smoke` (loops.pipeline.check_hardware) asks this of the real device."""
+    from nemo_qwenlong.planning.hardware import geometry_of
+
+    m = cfg.model
+    try:
+        g = geometry_of(m.source, m.path, m.tiny.model_dump(), m.geometry)
+    except ValueError:
+        return None
+    if g is None:
+        return None
+    stage = cfg.curriculum.stages[-1]
+    lay = layout_for(cfg, input_tokens=stage.max_input_tokens, output_tokens=stage.max_output_tokens)
+    plan = memory_plan(g, lay, Gpu(device, memory_bytes, 0.0, 0.0), Assumptions())
+    peak = max(plan.rollout_peak, plan.training_peak)
+    if peak <= memory_bytes:
+        return None
+    return (f"the planner estimates {peak / GIB:.1f} GiB per GPU (rollouts {plan.rollout_peak / GIB:.1f}, training "
+            f"{plan.training_peak / GIB:.1f}, stage {stage.name}: {stage.max_input_tokens}+{stage.max_output_tokens} "
+            f"tokens) but this {device} has {memory_bytes / GIB:.1f} GiB; see `nemo-qwenlong plan --recipe ...` "
+            "(raise parallelism.context_parallel, use parallelism.recompute=full, or lower rollout.gpu_memory_utilization)")
