@@ -37,7 +37,8 @@ def _args(p: argparse.ArgumentParser, kind: str) -> None:
                    "merged over the recipe's cluster section")
     p.add_argument("--dry-run", action="store_true", help="write the sbatch and task scripts, print where; submit nothing")
     p.add_argument("--run-name", metavar="NAME", help="run (and nemo-run experiment) name; the run dir is <runs_dir>/NAME; "
-                   "default <recipe name>-<kind>-<UTC timestamp>. Reuse it to resume a run")
+                   "default <recipe name>-<kind>-<UTC timestamp>. The same name continues that run (move its old plan folder "
+                   "away first)")
     p.add_argument("--plan-dir", default="launch-plans", metavar="DIR",
                    help="where nemo-run writes the plan locally (default ./launch-plans)")
     if kind == "eval":

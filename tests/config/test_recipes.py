@@ -40,3 +40,23 @@ def test_grpo_recipe_switches_off_dapo_parts() -> None:
     cfg = load_config(CONF / "qwenlong-l1" / "grpo-r1distill32b-2stage-4n8g-tp8cp4.yaml")
     assert cfg.rl.loss_level == "sequence"
     assert not cfg.rl.dynamic_sampling.enable and not cfg.rl.overlong.enable
+
+
+@pytest.mark.parametrize(("size", "layout", "cp", "nodes"), [("32b", "4n8g-tp8cp4", 4, 4), ("14b", "2n8g-tp8cp2", 2, 2)])
+def test_stage_recipes_cover_one_curriculum_stage_each(size: str, layout: str, cp: int, nodes: int) -> None:
+    one = load_config(CONF / "qwenlong-l1" / f"dapo-r1distill{size}-stage1-20k-{layout}.yaml")
+    two = load_config(CONF / "qwenlong-l1" / f"dapo-r1distill{size}-stage2-60k-{layout}.yaml")
+    assert [(s.min_input_tokens, s.max_input_tokens) for s in one.curriculum.stages] == [(0, 20000)]
+    assert [(s.min_input_tokens, s.max_input_tokens) for s in two.curriculum.stages] == [(20000, 60000)]
+    assert one.pipeline == ["data", "rl", "export"] and "eval" in two.pipeline
+    assert two.model.path.endswith("02-export/hf")  # stage 2 starts from the stage-1 export
+    for cfg in (one, two):
+        assert cfg.rl.clip_high == 0.28 and size.upper() in cfg.model.path.upper()
+        assert (cfg.parallelism.context_parallel, cfg.cluster.nodes) == (cp, nodes)
+
+
+def test_the_sample_cluster_file_validates_as_a_slurm_overlay() -> None:
+    cfg = load_config(CONF / "qwenlong-l1" / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml",
+                      overlays=[CONF / "cluster" / "example-slurm.yaml"])
+    assert cfg.cluster.executor == "slurm" and cfg.cluster.job_dir and cfg.runs_dir.startswith("/")
+    assert cfg.cluster.nodes == 4 and cfg.cluster.judge.model_path  # the recipe keeps the job's shape
