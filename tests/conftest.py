@@ -72,8 +72,14 @@ def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture()
+def judge_server(judge_server_session: "VLLMServer") -> "VLLMServer":
+    """The session's judge server, running (a test that killed it does not break the next one)."""
+    return judge_server_session.ensure_running()
+
+
 @pytest.fixture(scope="session")
-def judge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
+def judge_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
     """One real vLLM judge server per pytest run (reward and loop tests), serving the scripted tiny
     judge model: every verdict is "[[YES]]"."""
     from tests.fixtures.scripted_judge import build_scripted_judge

@@ -79,7 +79,8 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-api-key-env", default="VERIFIER_API", metavar="VAR",
                    help="environment variable holding the judge's API key (released: VERIFIER_API)")
     p.add_argument("--judge-concurrency", type=positive_int, default=20, metavar="N", help="judge calls in flight (released: 20)")
-    p.add_argument("--judge-timeout-s", type=above(0.0), default=120.0, help="per judge call")
+    p.add_argument("--judge-timeout-s", type=above(0.0), default=600.0,
+                   help="per judge call (released: the OpenAI client's default, 600)")
 
 
 class EvalError(Exception):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_qwenlong.eval.benchmarks import EvalItem
+from nemo_qwenlong.eval.released import OPENAI_SDK_RETRIES
 from nemo_qwenlong.eval.results import ResultsFile
 from nemo_qwenlong.eval.score import row_key
 
@@ -103,7 +104,9 @@ class ServerEngine:
     async def _run(self, jobs: Sequence[Job], opts: GenerateOptions, sink: Callable[[dict[str, Any]], None]) -> None:
         import openai
 
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=opts.timeout_s, max_retries=0)
+        # the released client kept the SDK's own 2 retries inside each of its tries
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=opts.timeout_s,
+                                    max_retries=OPENAI_SDK_RETRIES)
         semaphore = asyncio.Semaphore(opts.concurrency)
         try:
             async def one(job: Job) -> None:

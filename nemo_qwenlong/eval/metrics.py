@@ -136,7 +136,8 @@ def combine(row: Row, rules: RuleScores, released_judge: Verdict | None, strict_
                     released_judge=released_judge, strict_judge=strict_judge)
     rel = rules.released
     released_verdict = released_judge.value if released_judge is not None else None
-    dropped = rel.score is None or (judged and released_verdict is None)
+    # the released scripts also skipped an empty output (`if output == '': continue`)
+    dropped = rel.score is None or (judged and released_verdict is None) or row.response == ""
     judge_value = float(bool(released_verdict))
     strict_verdict = strict_judge.value if strict_judge is not None else None
     scores = {"qwenlong": max(rel.score or 0.0, judge_value), "strict": max(rules.strict_rule, float(bool(strict_verdict)))}

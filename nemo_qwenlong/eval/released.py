@@ -52,6 +52,7 @@ Your output must follow the following format:
 JUDGE_USER_TEMPLATE = "\nProblem: {problem}\nAnswer 1: {answer_1}\nAnswer 2: {answer_2}\n"
 JUDGE_SEED = 42
 JUDGE_TRIES = 3
+OPENAI_SDK_RETRIES = 2  # openai.OpenAI's default max_retries, which the released clients kept
 
 
 def answer_region(response: str) -> str:
@@ -127,14 +128,13 @@ def parse_verdict(reply: str | None) -> bool | None:
 
 
 def judge_protocol() -> JudgeProtocol:
-    """The released `*_verify.py` call: temperature 0, seed 42, no max_tokens, 3 tries on 429 only,
-    any other error scores 0, three 429s lose the item."""
-    import openai
-
+    """The released `*_verify.py` call: temperature 0, seed 42, no max_tokens, 3 tries retried when the
+    error's text holds "429", any other error scores 0, three such errors lose the item; each try is an
+    `openai.OpenAI` call with the SDK's default 2 retries of its own (429/5xx/connection/timeouts)."""
     return JudgeProtocol(version="qwenlong-l1-released-verify", prepare=lambda p, cfg: "None" if p is None else p,
-                         messages=judge_messages, parse=parse_verdict, retry_on=(openai.RateLimitError,),
+                         messages=judge_messages, parse=parse_verdict, retryable=lambda exc: "429" in str(exc),
                          tries=JUDGE_TRIES, temperature=0.0, seed=JUDGE_SEED, send_max_tokens=False,
-                         error_verdict=False)
+                         error_verdict=False, any_error=True, sdk_retries=OPENAI_SDK_RETRIES)
 
 
 # --- the released training reward (verl/utils/reward_score/{docqa,docmath,long}.py), for `reward.protocol: qwenlong`
@@ -150,28 +150,30 @@ def extract_choice(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def training_rule(kind: str, region: str | None, ground_truth: str) -> tuple[float, str | None]:
-    """(0/1 rule reward, extracted prediction) of the released training reward for one answer region
-    (the text after the last `</think>`; None or empty scores 0). The gold goes through the same
-    extractor, as released; a bare gold the extractor cannot read is used as it is (the released
-    code would fail on it). A DocMath input the released scorer raises on scores 0."""
-    if not region:
-        return 0.0, None
+def training_rule(kind: str, region: str | None, ground_truth: str) -> tuple[float, str | None, str]:
+    """(0/1 rule reward, extracted prediction, extracted gold — the judge's Answer 2) of the released
+    training reward for one answer region (the text after the last `</think>`; None or empty scores 0).
+    The gold goes through the same extractor, as released. A multiple-choice gold without the phrase
+    scores 0 (released: an exception caught as 0); a QA or DocMath gold the extractor cannot read is
+    used as it is (the released code would stop the run on it). A DocMath input the released scorer
+    raises on scores 0."""
     if kind == "choice":
-        pred, gold = extract_choice(region), extract_choice(ground_truth) or ground_truth.strip().strip("()")
-        return float(bool(pred) and pred.lower() == gold.lower()), pred
+        gold = extract_choice(ground_truth)
+        pred = extract_choice(region) if region else None
+        return float(bool(pred) and gold is not None and pred.lower() == gold.lower()), pred, gold or ground_truth
     if kind == "math":
-        pred = docmath_eval.extract_answer(region, strip_parens=False)
-        if not pred:
-            return 0.0, pred
         gold = docmath_eval.extract_answer(ground_truth, strip_parens=False) or ground_truth.strip()
+        pred = docmath_eval.extract_answer(region, strip_parens=False) if region else None
+        if not pred:
+            return 0.0, pred, gold
         try:
-            return float(released_get_acc(pred, gold, training=True)), pred
+            return float(released_get_acc(pred, gold, training=True)), pred, gold
         except ReleasedScoringError:
-            return 0.0, pred
-    pred = extract_qa(region)
-    gold = extract_qa(ground_truth) or ground_truth.strip()
-    return (sub_em(pred, gold) if pred else 0.0), pred
+            return 0.0, pred, gold
+    gold = extract_qa(ground_truth)
+    gold = ground_truth.strip() if gold is None else gold
+    pred = extract_qa(region) if region else None
+    return (sub_em(pred, gold) if pred else 0.0), pred, gold
 
 
 def training_judge_protocol() -> JudgeProtocol:

@@ -58,9 +58,12 @@ def evaluate(text: str) -> Any:
     """The value `eval(text)` would have, for the grammar above; `UnsafeExpression` otherwise."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError) as exc:
-        raise UnsafeExpression(f"not an expression: {exc}") from None
-    return _eval(tree.body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise UnsafeExpression(f"not an expression: {type(exc).__name__}") from None
+    try:
+        return _eval(tree.body)
+    except (RecursionError, MemoryError) as exc:  # deeply nested or huge: eval would have failed too
+        raise UnsafeExpression(type(exc).__name__) from None
 
 
 def _eval(node: ast.AST) -> Any:
@@ -98,8 +101,8 @@ def _binary(op: ast.operator, left: Any, right: Any) -> Any:
         raise UnsafeExpression("shift too large")
     sequences = (str, bytes, list, tuple)
     if isinstance(op, ast.Mult) and (isinstance(left, sequences) or isinstance(right, sequences)):
-        count = right if isinstance(right, int) else left
-        if isinstance(count, int) and count > MAX_TEXT:
+        seq, count = (left, right) if isinstance(left, sequences) else (right, left)
+        if isinstance(count, int) and max(len(seq), 1) * count > MAX_TEXT:  # the result's size, not the factor
             raise UnsafeExpression("repetition too large")
     try:
         return _BINARY[type(op)](left, right)

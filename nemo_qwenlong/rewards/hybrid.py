@@ -123,7 +123,7 @@ class HybridReward:
             if self.protocol == "qwenlong":
                 from nemo_qwenlong.eval.released import training_rule
 
-                rule, pred = training_rule(kind, region, item.ground_truth)
+                rule, pred, gold = training_rule(kind, region, item.ground_truth)
             else:
                 rule, pred = rule_score(kind, region, gold, docmath_decimals=self.docmath_decimals)
             decided = "rule" if pred is not None else "no_answer"
@@ -145,7 +145,7 @@ class HybridReward:
         return results, stats
 
     def _wants_judge(self, r: RewardResult) -> bool:
-        if self.judge is None or r.kind == "choice" or r.extracted is None or self.judge_when == "never":
+        if self.judge is None or r.kind == "choice" or not r.extracted or self.judge_when == "never":
             return False
         return self.judge_when == "always" or r.rule_score == 0.0
 

@@ -41,23 +41,27 @@ class JudgeRequest:
 @dataclass(frozen=True)
 class JudgeProtocol:
     """How one judgement is asked and read. `tries`/`temperature` None: from the config; `max_tokens`
-    False: none sent; `error_verdict`: the verdict a non-retryable error scores (None: no verdict)."""
+    False: none sent; `error_verdict`: the verdict a non-retryable error scores (None: no verdict);
+    `any_error`: every exception of the call is such an error (else only API errors and timeouts, and
+    anything else propagates); `sdk_retries`: the OpenAI client's own retries inside each try."""
 
     version: str  # part of the cache key
     prepare: Callable[[str | None, JudgeConfig], str]  # prediction -> Answer 1 text
     messages: Callable[[str, str, str], list[dict[str, str]]]  # (problem, answer 1, answer 2)
     parse: Callable[[str | None], bool | None]
-    retry_on: tuple[type[BaseException], ...]
+    retryable: Callable[[BaseException], bool]
     tries: int | None = None
     temperature: float | None = None
     seed: int | None = None
     send_max_tokens: bool = True
     error_verdict: bool | None = None
+    any_error: bool = False
+    sdk_retries: int = 0
 
 
 STRICT = JudgeProtocol(
     version=PROMPT_VERSION, prepare=lambda p, cfg: sanitize_prediction(p, cfg.max_prediction_chars),
-    messages=build_messages, parse=parse_verdict, retry_on=RETRYABLE,
+    messages=build_messages, parse=parse_verdict, retryable=lambda exc: isinstance(exc, RETRYABLE),
 )
 
 
@@ -110,7 +114,8 @@ class JudgeClient:
 
     def _default_client(self) -> openai.AsyncOpenAI:
         api_key = os.environ.get(self.cfg.api_key_env) or "EMPTY"
-        return openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=api_key, timeout=self.cfg.timeout_s, max_retries=0)
+        return openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=api_key, timeout=self.cfg.timeout_s,
+                                  max_retries=self.protocol.sdk_retries)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[JudgeOutcome]:
         return asyncio.run(self.judge_async(requests))
@@ -141,15 +146,16 @@ class JudgeClient:
                 try:
                     self.counters.http_requests += 1
                     reply = await asyncio.wait_for(self._complete(client, messages), timeout=cfg.timeout_s)
-                except proto.retry_on as exc:
+                except Exception as exc:  # noqa: BLE001 - sorted below by the protocol
                     outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    if attempt < tries:
-                        self.counters.retries += 1
-                        await asyncio.sleep(backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s))
-                    continue
-                except (openai.APIError, asyncio.TimeoutError) as exc:  # not retried under this protocol
-                    outcome.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    outcome.verdict = proto.error_verdict
+                    if proto.retryable(exc):
+                        if attempt < tries:
+                            self.counters.retries += 1
+                            await asyncio.sleep(backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s))
+                        continue
+                    if not (proto.any_error or isinstance(exc, (openai.APIError, asyncio.TimeoutError))):
+                        raise
+                    outcome.verdict = proto.error_verdict  # not retried under this protocol
                     break
                 outcome.verdict = proto.parse(reply)
                 outcome.error = None if outcome.verdict is not None else "no verdict in the judge reply"

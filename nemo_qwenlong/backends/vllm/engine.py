@@ -10,8 +10,11 @@ versions are refused at construction because refit reaches into the engine (the 
   when a seeded request's prefill is split: its CPU generators cannot be rewound).
 - Sampled-token log-probs are vLLM's `processed_logprobs` (after temperature/top-k/top-p: the
   distribution actually sampled); `score` uses prompt log-probs (raw, temperature 1).
-- Refit: HF-named tensors stream in buckets into the worker's `reload_weights` (vLLM fuses q/k/v
-  and gate/up itself), then the prefix cache is reset (its KV was computed with the old weights).
+- Refit: HF-named tensors go to every worker bucket by bucket through `collective_rpc` into a worker
+  extension (`refit_worker.py`: vLLM's layer-wise in-place reload, which fuses q/k/v and gate/up and
+  shards per TP rank), then the prefix cache is reset (its KV was computed with the old weights).
+  TP>1 without an external launcher runs worker processes: the buckets cross as RPC arguments
+  (vLLM's shared-memory broadcast queue); on CPU the workers are bound to disjoint cores.
 - Placement: one engine per trainer rank under torchrun on CUDA uses vLLM's `external_launcher`
   executor, which takes RANK / LOCAL_RANK from the environment and so sits on this rank's local GPU
   (the uniprocessor executor would take device index 0 on every rank: `engine_executor`).
@@ -33,6 +36,7 @@ import torch
 from torch import Tensor
 
 from nemo_qwenlong.algorithms.packing import tensor_bytes
+from nemo_qwenlong.backends.vllm.refit_worker import EXTENSION as REFIT_EXTENSION
 from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order
 from nemo_qwenlong.rollout.refit import buckets
 
@@ -46,6 +50,17 @@ def check_vllm_version(version: str) -> None:
         raise RuntimeError(f"vLLM {version} is installed; nemo_qwenlong's rollout engine and weight refit are "
                            f"written against vLLM {' / '.join(SUPPORTED_VLLM)} (install one of those: "
                            "requirements/lock-cpu.txt or requirements/gpu.txt)")
+
+
+def cpu_binding(tensor_parallel: int, cores: Sequence[int] | None = None) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for TP CPU workers: this process's cores split into equal groups,
+    e.g. "0|1" for 2 cores, "0,1|2,3" for 4 (vllm-cpu's "auto" wants one NUMA node per worker)."""
+    cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
+    per = len(cores) // tensor_parallel
+    if per < 1:
+        raise ValueError(f"rollout.tensor_parallel={tensor_parallel} CPU workers need as many cores; "
+                         f"this process has {len(cores)}")
+    return "|".join(",".join(map(str, cores[i * per:(i + 1) * per])) for i in range(tensor_parallel))
 
 
 def engine_executor(env: Mapping[str, str], *, cuda: bool, tensor_parallel: int) -> tuple[dict, int | None]:
@@ -118,16 +133,19 @@ class VLLMGenerator:
                  hf_overrides: dict | None = None) -> None:
         cuda = torch.cuda.is_available()
         executor, device = engine_executor(os.environ, cuda=cuda, tensor_parallel=tensor_parallel)
-        # Refit hands the weight iterator to the worker directly: the engine core and its worker
-        # must live in this process (uni, or external_launcher: one worker per rank). A TP>1 engine
-        # of one process has worker processes and can generate, but `load_weights` refuses it.
-        self.in_process = executor.get("distributed_executor_backend") in ("uni", "external_launcher")
-        if self.in_process:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # The engine core lives in this process (the step loop, collective_rpc without a zmq hop);
+        # with TP>1 and no external launcher its workers are processes (refit: refit_worker.py).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.worker_processes = "distributed_executor_backend" not in executor
         if device is not None:
             torch.cuda.set_device(device)  # the trainer's device; vLLM's worker sets the same one
+        binding = {}
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            if self.worker_processes and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+                # vllm-cpu's automatic binding wants one NUMA node per worker; split our cores instead.
+                # Only while the workers start: an in-process TP=1 engine built later must not see it.
+                binding = {"VLLM_CPU_OMP_THREADS_BIND": cpu_binding(tensor_parallel)}
         import vllm
         from vllm import LLM
 
@@ -140,18 +158,26 @@ class VLLMGenerator:
         kwargs = dict(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, seed=seed,
                       enable_prefix_caching=enable_prefix_caching, enable_chunked_prefill=enable_chunked_prefill,
                       logprobs_mode="processed_logprobs", enforce_eager=enforce_eager or not cuda,
-                      trust_remote_code=False)
+                      trust_remote_code=False, tensor_parallel_size=tensor_parallel,
+                      worker_extension_cls=REFIT_EXTENSION)
         if max_num_batched_tokens:  # without chunked prefill a whole prompt must fit one step
             kwargs["max_num_batched_tokens"] = (max_num_batched_tokens if enable_chunked_prefill
                                                 else max(max_num_batched_tokens, max_model_len))
         if cuda:
-            kwargs |= dict(tensor_parallel_size=tensor_parallel, gpu_memory_utilization=gpu_memory_utilization,
-                           enable_sleep_mode=sleep_mode)
+            kwargs |= dict(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep_mode)
         kwargs |= executor
         if hf_overrides:  # e.g. YaRN (backends.vllm.server.yarn_overrides)
             kwargs["hf_overrides"] = hf_overrides
         started = time.perf_counter()
-        self.llm = LLM(**kwargs)
+        # vLLM freezes its environment variables once an engine core has started in this process;
+        # a second engine (another TP size, a test or benchmark) must read the current ones.
+        vllm.envs.disable_envs_cache()
+        os.environ.update(binding)
+        try:
+            self.llm = LLM(**kwargs)
+        finally:
+            for key in binding:
+                os.environ.pop(key)
         if device is not None and torch.cuda.current_device() != device:
             raise RuntimeError(f"the vLLM engine moved this process to cuda:{torch.cuda.current_device()}; "
                                f"its trainer is on cuda:{device} (LOCAL_RANK)")
@@ -222,28 +248,25 @@ class VLLMGenerator:
 
     # ---- refit ---------------------------------------------------------------------------------
     def load_weights(self, named_tensors: Iterable[tuple[str, Tensor]], *, bucket_bytes: int) -> RefitStats:
-        """Stream the tensors (lazily, bucket by bucket) through the worker's `reload_weights`, which
-        restores vLLM's loading metadata, calls the model's `load_weights` and re-runs its post-load
-        processing layer by layer (plain `model.load_weights` after start-up fails: the CPU backend
-        has already repacked the parameters). In-process executor only: the iterator is not sent
-        across processes."""
-        if not self.in_process:
-            raise NotImplementedError("weight refit into a vLLM engine with tensor_parallel > 1 (worker processes) "
-                                      "needs a tensor transport that is not implemented; use rollout.tensor_parallel=1")
+        """Hand the tensors to every worker bucket by bucket (`refit_worker.RefitWorkerExtension`:
+        vLLM's layer-wise in-place reload split at its bucket loop). Plain `model.load_weights` after
+        start-up fails: the CPU backend has already repacked the parameters. With TP>1 each bucket
+        crosses to the worker processes as the RPC's arguments (vLLM's shared-memory broadcast), so
+        at most one bucket is in flight beside the trainer's own copy."""
         started = time.perf_counter()
         count = {"tensors": 0, "buckets": 0, "bytes": 0}
-
-        def stream() -> Iterator[tuple[str, Tensor]]:
-            for bucket in buckets(named_tensors, bucket_bytes):
-                count["buckets"] += 1
-                count["tensors"] += len(bucket)
-                count["bytes"] += sum(map(tensor_bytes, bucket))
-                yield from bucket
-
         if not self.residency.weights:
             self.llm.wake_up(tags=["weights"])
             self.residency.wake_weights()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
+        self.llm.collective_rpc("nql_refit_begin")
+        for bucket in buckets(named_tensors, bucket_bytes):
+            if self.worker_processes:  # staged in host memory (CUDA IPC handles would skip this copy on GPU)
+                bucket = [(name, t.detach().cpu()) for name, t in bucket]
+            self.llm.collective_rpc("nql_refit_bucket", args=(bucket,))
+            count["buckets"] += 1
+            count["tensors"] += len(bucket)
+            count["bytes"] += sum(map(tensor_bytes, bucket))
+        self.llm.collective_rpc("nql_refit_end")
         self.residency.refitted()
         if not self.residency.kv_cache:
             if not self.llm.wake_up(tags=["kv_cache"]):
@@ -254,6 +277,11 @@ class VLLMGenerator:
             raise RuntimeError("vLLM refused to reset the prefix cache after the refit (requests still running?): "
                                "generation would reuse KV computed with the old weights")
         return RefitStats(count["tensors"], count["buckets"], count["bytes"], time.perf_counter() - started)
+
+    def shutdown(self) -> None:
+        """Stop the engine (and its worker processes). vLLM also tears down its process-wide parallel
+        state here, so another in-process engine of this process stops working."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     # ---- colocation ----------------------------------------------------------------------------
     def sleep(self) -> None:
