@@ -2,7 +2,7 @@
 #
 # NOT built here: the development machines have no Docker engine and no GPU. The first GPU session
 # must build it, run `pytest -m gpu` (tests/gpu_checks.sh), and freeze requirements/gpu.txt
-# (docs/dependencies.md). `pytest -m registry` checks that requirements/gpu.txt resolves.
+# (docs/dependencies.md). tests/test_gpu_pins.py checks that requirements/gpu.txt resolves; tests/test_dockerfile.py lints this file.
 #
 # Why this base: vLLM 0.33 (CUDA) needs torch 2.14.0. NGC's PyTorch images carry their own torch
 # build, and Transformer Engine in them is compiled against it, so installing vLLM on top would

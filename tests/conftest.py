@@ -16,10 +16,6 @@ HAS_GPU = torch.cuda.is_available()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "registry" not in (config.option.markexpr or ""):  # network tests run only when asked for
-        online = [item for item in items if item.get_closest_marker("registry")]
-        config.hook.pytest_deselected(items=online)
-        items[:] = [item for item in items if not item.get_closest_marker("registry")]
     if HAS_GPU:
         return
     gpu = [item for item in items if item.get_closest_marker("gpu")]

@@ -8,4 +8,4 @@ PY=${PY:-.venv/bin/python}
 nvidia-smi --query-gpu=name,memory.total --format=csv || true
 "$PY" -c "import transformer_engine.pytorch, vllm, megatron.core; print('TE', transformer_engine.__version__, 'vLLM', vllm.__version__)"
 timeout "${GPU_CHECKS_TIMEOUT:-1500}" "$PY" -m pytest -m gpu -rA --junitxml="${OUT:-.}/gpu-junit.xml" \
-    tests/backends/test_megatron_gpu.py tests/rollout/test_vllm_gpu.py "$@"
+    tests/backends/test_megatron_gpu.py tests/rollout/test_vllm_gpu.py tests/rollout/test_refit_tp.py "$@"

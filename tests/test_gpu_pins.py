@@ -1,7 +1,8 @@
 """requirements/gpu.txt resolves as one set: pip's resolver, binary wheels only, for the container's
 Python 3.12 on manylinux x86_64 (glibc up to Ubuntu 24.04's 2.39), against the package registry.
-Nothing is installed (`--dry-run`). Needs the registry and ~30 s, so it runs only when asked:
-`pytest -m registry tests/test_gpu_pins.py`. Transformer Engine's PyTorch part is source-only and
+Nothing is installed (`--dry-run`). Needs the package registry (which CI reaches through pip) and
+~45 s; it runs in every `make test`, so a broken pin fails CI (`-m "not registry"` leaves it out while
+editing). Transformer Engine's PyTorch part is source-only and
 is built in the Dockerfile, so it is not part of this set."""
 
 from __future__ import annotations

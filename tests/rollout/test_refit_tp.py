@@ -37,6 +37,24 @@ def test_cpu_binding_splits_cores_per_worker() -> None:
 
 
 def test_tp2_engine_refits_in_place_and_agrees(tp2_engine, engine_model_dir: Path) -> None:  # noqa: ANN001
+    _refit_in_place_and_agree(tp2_engine, engine_model_dir)
+
+
+@pytest.mark.gpu
+def test_tp2_cuda_engine_refits_in_place_and_agrees(engine_model_dir: Path) -> None:
+    """The same on two GPUs (the workers' tensors travel through host memory: no CUDA-IPC transport yet)."""
+    from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
+
+    assert torch.cuda.device_count() >= 2, "this gpu test needs two CUDA devices"
+    engine = VLLMGenerator(engine_model_dir, dtype="float32", max_model_len=512, tensor_parallel=2, seed=0,
+                           gpu_memory_utilization=0.3)
+    try:
+        _refit_in_place_and_agree(engine, engine_model_dir)
+    finally:
+        engine.shutdown()
+
+
+def _refit_in_place_and_agree(tp2_engine, engine_model_dir: Path) -> None:  # noqa: ANN001
     from transformers import Qwen2ForCausalLM
 
     from nemo_qwenlong.backends.megatron.parallel import init_parallel
