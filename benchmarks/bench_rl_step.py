@@ -123,8 +123,10 @@ def print_profile(profiler: cProfile.Profile, path: Path) -> None:
         print("\n".join(ln for ln in buf.getvalue().splitlines() if ln.strip())[-4000:])
 
 
-def compare_trl(trl_python: Path, prompt_tokens: list[int], steps: int, threads: int) -> list[dict] | None:
-    """TRL's GRPOTrainer on the same workload in its own environment; None (and says why) without one."""
+def compare_trl(trl_python: Path, prompt_tokens: list[int], steps: int, threads: int,
+                work: Path) -> list[dict] | None:
+    """TRL's GRPOTrainer on the same workload (the HF folders one_length built in `work`: same weights) in its
+    own environment; None (and says why) without one."""
     if not trl_python.exists():
         print(f"\n--compare-trl: the TRL environment is missing ({trl_python} not found); nothing was run.\n"
               f"Build it (adds ~1 MB: trl and accelerate over this project's environment), from the repo root:\n"
@@ -133,7 +135,7 @@ def compare_trl(trl_python: Path, prompt_tokens: list[int], steps: int, threads:
     out = []
     for n in prompt_tokens:
         cmd = [str(trl_python), str(Path(__file__).with_name("trl_grpo_step.py")), "--prompt-tokens", str(n),
-               "--steps", str(steps), "--threads", str(threads)]
+               "--steps", str(steps), "--threads", str(threads), "--model-dir", str(work / f"hf-{n}")]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("TRL ")]
         if proc.returncode or not lines:
@@ -165,15 +167,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.prompt_tokens:
             results.append(one_length(n, args.steps, Path(tmp), profile=args.profile))
-    print(f"\nmedian over steps 2-{args.steps}, {args.threads} thread(s), {platform.processor() or platform.machine()}:")
-    for r in results:
-        print(f"  prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + "
-              f"train {r['train_s']:.2f} + refit/check {r['refit_s']:.2f}")
-    trl = compare_trl(args.trl_python, args.prompt_tokens, args.steps, args.threads) if args.compare_trl else None
+        print(f"\nmedian over steps 2-{args.steps}, {args.threads} thread(s), "
+              f"{platform.processor() or platform.machine()}:")
+        for r in results:
+            print(f"  prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + "
+                  f"train {r['train_s']:.2f} + refit/check {r['refit_s']:.2f}")
+        trl = (compare_trl(args.trl_python, args.prompt_tokens, args.steps, args.threads, Path(tmp))
+               if args.compare_trl else None)
     for r in trl or []:
         ours = next(x for x in results if x["prompt_tokens"] == r["prompt_tokens"])
         print(f"  TRL {r['trl_version']} GRPOTrainer, prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s "
-              f"(ours {ours['step_s']:.2f} s: {r['step_s'] / ours['step_s']:.2f}x faster)")
+              f"= generate {r['generate_s']:.2f} + rest {r['train_s']:.2f} ({r['tokens_per_sample']:.0f} tokens "
+              f"per sample; ours {ours['step_s']:.2f} s: TRL/ours {r['step_s'] / ours['step_s']:.2f})")
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_rl_step.json").write_text(json.dumps({"threads": args.threads, "results": results, "trl": trl},
                                                        indent=2))
