@@ -11,10 +11,10 @@ so micro-batches of 8 completions), 64 new tokens (EOS never sampled: `min_new_t
 
 The workload is our side's, exactly: `--model-dir` is the HF folder bench_rl_step.py built and trains
 from (same random weights), and the prompts are the same 8 × N random token ids (ids 3..511, seeded
-by N). The tokenizer is a word-level map "t<id>" ↔ id, so each prompt text is exactly its N ids (checked);
+by N). The tokenizer is a word-level map "<id>" ↔ id, so each prompt text is exactly its N ids (checked);
 EOS is the model's. Reward: share of even ids.
 Prints "TRL <json>" with medians over steps 2..N of the whole step, of `generate`, and of the rest
-(scoring + forward/backward + optimizer), the measured prompt and completion tokens per sample, and
+(scoring + forward/backward + optimizer), the prompt + completion tokens per sample TRL counted, and
 the torch thread count in effect during training.
 """
 
@@ -30,6 +30,10 @@ from pathlib import Path
 VOCAB, PROMPTS, GROUP, NEW = 512, 8, 8, 64
 
 
+def word(i: int) -> str:
+    return f"<{i}>"
+
+
 def word_tokenizer(eos: int):  # noqa: ANN201
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -37,10 +41,12 @@ def word_tokenizer(eos: int):  # noqa: ANN201
     if not 0 <= eos < 3:
         raise SystemExit(f"the model's EOS id {eos} is not one of 0..2, which the prompts never use")
     pad, unk = (i for i in range(3) if i != eos)
-    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token=f"t{unk}"))
+    # "<id>", not "t<id>": transformers splits special tokens out of the text first, so with "t1" a special
+    # token "t17" became two tokens (t1, unk), so 512-id prompts were ~733 tokens, unequal, left-padded.
+    tok = Tokenizer(models.WordLevel({word(i): i for i in range(VOCAB)}, unk_token=word(unk)))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=f"t{eos}", pad_token=f"t{pad}",
-                                   unk_token=f"t{unk}")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=word(eos), pad_token=word(pad),
+                                   unk_token=word(unk))
 
 
 def even_share(completion_ids: list[list[int]], **_: object) -> list[float]:
@@ -68,7 +74,7 @@ def main() -> None:
     tokenizer = word_tokenizer(int(model.config.eos_token_id))
     g = torch.Generator().manual_seed(args.prompt_tokens)  # the same ids as bench_rl_step.py's prompts
     ids = [torch.randint(3, VOCAB, (args.prompt_tokens,), generator=g).tolist() for _ in range(PROMPTS)]
-    prompts = [" ".join(f"t{t}" for t in p) for p in ids]
+    prompts = [" ".join(word(t) for t in p) for p in ids]
     if [tokenizer(p)["input_ids"] for p in prompts] != ids:
         raise SystemExit("the word-level tokenizer does not give back the prompt ids")
     data = Dataset.from_dict({"prompt": prompts * args.steps})
