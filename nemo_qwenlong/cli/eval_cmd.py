@@ -8,6 +8,7 @@ command after a kill.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -106,17 +107,6 @@ def _progress(enabled: bool, what: str):  # noqa: ANN202
     return start
 
 
-def _items(args: argparse.Namespace) -> list[Any]:
-    from nemo_qwenlong.eval.benchmarks import load, parse_benchmarks
-
-    items = []
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    for name, path in parse_benchmarks(args.benchmarks):
-        loaded = load(name, path, data_dir)
-        items += loaded[: args.limit] if args.limit else loaded
-    return items
-
-
 def _need(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n)]
     if missing:
@@ -138,7 +128,9 @@ def _run_generate(args: argparse.Namespace) -> Path:
     out = Path(args.output)
     if out.is_file():
         raise EvalError(f"--output {out} is a file, not a folder")
-    items = _items(args)
+    from nemo_qwenlong.eval.benchmarks import load_all
+
+    items = load_all(args.benchmarks, Path(args.data_dir) if args.data_dir else None, limit=args.limit)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(Path(args.tokenizer) if args.tokenizer else model)
     opts = GenerateOptions(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
@@ -167,6 +159,9 @@ class _engine:
     def __init__(self, args: argparse.Namespace, model: Path, tokenizer: Any, out: Path) -> None:
         self.args, self.model, self.tokenizer, self.out = args, model, tokenizer, out
         self.server = None
+        config = model / "config.json"  # read once: the context limit and YaRN both come from it
+        self.model_config: dict = json.loads(config.read_text()) if config.is_file() else {}
+        self.yarn = self._yarn()
 
     def __enter__(self) -> Any:
         from nemo_qwenlong.eval.generate import InProcessEngine, ServerEngine
@@ -178,7 +173,7 @@ class _engine:
 
             try:
                 engine = VLLMGenerator(self.model, dtype=a.dtype, max_model_len=max_len,
-                                       tensor_parallel=a.tensor_parallel, seed=a.seed or 0, hf_overrides=self._yarn())
+                                       tensor_parallel=a.tensor_parallel, seed=a.seed or 0, hf_overrides=self.yarn)
             except Exception as exc:  # noqa: BLE001 - vLLM reports a bad model/context as assorted errors
                 lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
                 reason = next((x for x in lines if x.startswith("Value error")), lines[0] if lines else "")
@@ -190,10 +185,8 @@ class _engine:
         from nemo_qwenlong.backends.vllm.server import VLLMServer
 
         extra = ["--tensor-parallel-size", str(a.tensor_parallel)]
-        if self._yarn():
-            import json
-
-            extra += ["--hf-overrides", json.dumps(self._yarn())]
+        if self.yarn:
+            extra += ["--hf-overrides", json.dumps(self.yarn)]
         print(f"eval generate: starting `vllm serve {self.model}` (log: {self.out / 'vllm-server.log'})", flush=True)
         try:
             self.server = VLLMServer(self.model, self.out / "vllm-server.log", served_name="eval-model",
@@ -208,12 +201,9 @@ class _engine:
         if a.max_model_len:
             return a.max_model_len
         wanted = a.max_input_tokens + a.max_new_tokens + 64
-        import json
-
-        config = self.model / "config.json"
-        if not config.is_file():
+        if not self.model_config:
             return wanted
-        limit = int(json.loads(config.read_text()).get("max_position_embeddings", wanted) * (a.yarn_factor or 1))
+        limit = int(self.model_config.get("max_position_embeddings", wanted) * (a.yarn_factor or 1))
         if limit < wanted:
             print(f"eval generate: engine context {limit} tokens (the model's max_position_embeddings"
                   f"{' × YaRN' if a.yarn_factor else ''}), below input cap + output cap = {wanted}; "
@@ -223,12 +213,12 @@ class _engine:
     def _yarn(self) -> dict | None:
         if not self.args.yarn_factor:
             return None
-        import json
-
         from nemo_qwenlong.backends.hf.checkpoint import rope_theta
         from nemo_qwenlong.backends.vllm.server import yarn_overrides
 
-        cfg = json.loads((self.model / "config.json").read_text())
+        cfg = self.model_config
+        if "max_position_embeddings" not in cfg:
+            raise EvalError(f"--yarn-factor: {self.model / 'config.json'} has no max_position_embeddings to scale")
         return yarn_overrides(self.args.yarn_factor, int(cfg["max_position_embeddings"]), rope_theta(cfg))
 
     def __exit__(self, *exc: object) -> None:

@@ -149,3 +149,12 @@ def load(name: str, path: Path | None, data_dir: Path | None) -> list[EvalItem]:
         raise BenchmarkError(f"{name}: no items" + (" (no docmath item is in the held-out list)" if name == "docmath" else ""))
     return items
 
+
+
+def load_all(spec: str, data_dir: Path | None, *, limit: int | None = None) -> list[EvalItem]:
+    """The items of every benchmark in `spec` (`parse_benchmarks`), the first `limit` of each."""
+    items: list[EvalItem] = []
+    for name, path in parse_benchmarks(spec):
+        loaded = load(name, path, data_dir)
+        items += loaded[:limit] if limit else loaded
+    return items

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nemo_qwenlong.eval.benchmarks import EvalItem, load, parse_benchmarks
+from nemo_qwenlong.eval.benchmarks import EvalItem, load_all
 from nemo_qwenlong.eval.generate import RESPONSES_FILE, GenerateOptions, InProcessEngine, generate
 from nemo_qwenlong.eval.run import score_and_report
 from nemo_qwenlong.rewards.hybrid import gold_answer
@@ -33,11 +33,7 @@ def eval_items(cfg: Any, heldout: list[Any]) -> list[EvalItem]:
     if not ev.benchmarks:
         items = heldout_items(heldout)
         return items[: ev.max_items] if ev.max_items else items
-    out: list[EvalItem] = []
-    for name, path in parse_benchmarks(ev.benchmarks):
-        loaded = load(name, path, Path(ev.data_dir) if ev.data_dir else None)
-        out += loaded[: ev.max_items] if ev.max_items else loaded
-    return out
+    return load_all(ev.benchmarks, Path(ev.data_dir) if ev.data_dir else None, limit=ev.max_items)
 
 
 def evaluate_model(engine: Any, tokenizer: Any, items: list[EvalItem], out_dir: Path, cfg: Any, *,

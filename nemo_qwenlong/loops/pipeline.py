@@ -202,7 +202,8 @@ class Run:
 
     # -- setup
     def start(self) -> None:
-        from nemo_qwenlong.backends.megatron.parallel import free_port, init_parallel
+        from nemo_qwenlong.backends.megatron.parallel import init_parallel
+        from nemo_qwenlong.ports import free_port
         from nemo_qwenlong.cli.common import quiet_backends
 
         quiet_backends()

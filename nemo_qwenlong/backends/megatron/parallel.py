@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_qwenlong.backends.megatron import cpu_compat
+from nemo_qwenlong.ports import free_port
 
 
 def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, context_parallel: int = 1,
@@ -31,15 +32,6 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
                                      pipeline_model_parallel_size=pipeline_parallel,
                                      context_parallel_size=context_parallel)
     cpu_compat.seed_model_parallel(seed)
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (the rendezvous of a single local process)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def check_layout_matches(configured: dict[str, int], initialised: dict[str, int]) -> None:
