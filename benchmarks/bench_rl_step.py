@@ -9,6 +9,8 @@ are non-zero; the pieces are `run`'s own: the in-process vLLM engine, the Megatr
 `train_step`, refit with the agreement check. Prints the median step seconds over steps 2-10 with
 generation / train / refit parts; writes benchmarks/out/bench_rl_step.json.
 
+`--layout` picks the trainer's micro-batch layout(s) (`parallelism.sequence_layout`; default
+shared_prompt: each group's prompt runs once in training, algorithms/shared_prompt.py).
 `--profile` runs the last step under cProfile and prints where its seconds go (top functions by
 cumulative and by own time; benchmarks/out/bench_rl_step_<tokens>.prof). `--compare-trl` then runs
 TRL's GRPOTrainer on the identical workload (benchmarks/trl_grpo_step.py) in its own environment,
@@ -18,6 +20,7 @@ environment and adds only trl and accelerate (~1 MB):
     python3.11 -m venv .venv-trl && .venv/bin/python -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))" > .venv-trl/lib/python3.11/site-packages/nemo-qwenlong-env.pth && .venv-trl/bin/pip install --no-deps trl==1.16.0 accelerate==1.15.0
 
 Usage: python benchmarks/bench_rl_step.py [--prompt-tokens 512 2048] [--threads 1|2] [--steps 10] [--profile]
+                                          [--layout padded packed shared_prompt]
                                           [--compare-trl [--trl-python .venv-trl/bin/python]]
 """
 
@@ -54,7 +57,7 @@ OVERRIDES = ["model.tiny.hidden_size=128", "model.tiny.intermediate_size=256", "
 PROMPTS = 8
 
 
-def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False) -> dict:
+def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False, layout: str = "padded") -> dict:
     import torch
 
     from nemo_qwenlong.algorithms import compute_advantages
@@ -71,7 +74,7 @@ def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False
 
     rows_per_micro = 8 * (prompt_tokens + 64)  # micro-batches of 8 rows, as in the TRL comparison
     cfg = load_config(str(Path(__file__).resolve().parents[1] / "conf" / "tiny-cpu.yaml"),
-                      [*OVERRIDES, f"rl.micro_batch_tokens={rows_per_micro}"])
+                      [*OVERRIDES, f"rl.micro_batch_tokens={rows_per_micro}", f"parallelism.sequence_layout={layout}"])
     hf, meg = work / f"hf-{prompt_tokens}", work / f"meg-{prompt_tokens}"
     build_tiny_qwen2(hf, cfg.model.tiny, seed=0)
     hf_to_megatron_checkpoint(hf, meg)
@@ -109,7 +112,7 @@ def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False
         print(f"  prompt {prompt_tokens}: step {step + 1}/{steps} {t3 - t0:.2f} s "
               f"(generate {t1 - t0:.2f}, train {t2 - t1:.2f}, refit+check {t3 - t2:.2f})", flush=True)
     timed = records[1:]
-    return {"prompt_tokens": prompt_tokens, **{k: statistics.median(r[k] for r in timed)
+    return {"prompt_tokens": prompt_tokens, "layout": layout, **{k: statistics.median(r[k] for r in timed)
                                                for k in ("step_s", "generate_s", "train_s", "refit_s")}}
 
 
@@ -151,6 +154,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, choices=(1, 2), default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="cProfile the last step of each length")
+    parser.add_argument("--layout", nargs="+", default=["shared_prompt"],
+                        choices=["padded", "packed", "shared_prompt"],
+                        help="parallelism.sequence_layout(s) to time (the first is the one TRL is compared with)")
     parser.add_argument("--compare-trl", action="store_true", help="also run TRL's GRPOTrainer (own environment)")
     parser.add_argument("--trl-python", type=Path, default=REPO / ".venv-trl" / "bin" / "python")
     args = parser.parse_args()
@@ -165,17 +171,20 @@ def main() -> None:
     init_parallel(tensor_parallel=1)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.prompt_tokens:
-            results.append(one_length(n, args.steps, Path(tmp), profile=args.profile))
+        for layout in args.layout:
+            for n in args.prompt_tokens:
+                work = Path(tmp) / layout  # the first layout's HF folders serve TRL
+                work.mkdir(exist_ok=True)
+                results.append(one_length(n, args.steps, work, profile=args.profile, layout=layout))
         print(f"\nmedian over steps 2-{args.steps}, {args.threads} thread(s), "
               f"{platform.processor() or platform.machine()}:")
         for r in results:
-            print(f"  prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + "
+            print(f"  {r['layout']:>13}, prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s = generate {r['generate_s']:.2f} + "
                   f"train {r['train_s']:.2f} + refit/check {r['refit_s']:.2f}")
-        trl = (compare_trl(args.trl_python, args.prompt_tokens, args.steps, args.threads, Path(tmp))
+        trl = (compare_trl(args.trl_python, args.prompt_tokens, args.steps, args.threads, Path(tmp) / args.layout[0])
                if args.compare_trl else None)
     for r in trl or []:
-        ours = next(x for x in results if x["prompt_tokens"] == r["prompt_tokens"])
+        ours = next(x for x in results if x["prompt_tokens"] == r["prompt_tokens"] and x["layout"] == args.layout[0])
         print(f"  TRL {r['trl_version']} GRPOTrainer, prompt {r['prompt_tokens']:>5}: step {r['step_s']:.2f} s "
               f"= generate {r['generate_s']:.2f} + rest {r['train_s']:.2f} ({r['tokens_per_sample']:.0f} tokens "
               f"per sample; ours {ours['step_s']:.2f} s: TRL/ours {r['step_s'] / ours['step_s']:.2f})")

@@ -75,8 +75,9 @@ def aggregate(
 ) -> Tensor:
     """Reduce a per-token loss with the caller's global denominator (see module docstring).
 
-    `row_lengths` ([N], sequence level only) replaces the per-row valid-token count taken from `mask`
-    when the rows are split across ranks (context parallelism holds part of each row).
+    `row_lengths` (sequence level only) replaces the per-row valid-token count taken from `mask`
+    when the rows are split across ranks (context parallelism holds part of each row): [N] per row,
+    or [N, T] each token's row length, when a tensor row holds several sequences (a packed layout).
     """
     m = mask.to(per_token.dtype)
     if level == "token":
@@ -84,6 +85,8 @@ def aggregate(
         return (per_token * m).sum() / denom
     if level == "sequence":
         denom = _positive("num_global_sequences", num_global_sequences)
+        if row_lengths is not None and row_lengths.dim() == 2:  # per token: Σ_i mean_i = Σ_t x_t / len(row(t))
+            return (per_token * m / row_lengths.to(m).clamp(min=1.0)).sum() / denom
         lengths = m.sum(dim=1) if row_lengths is None else row_lengths.to(m)
         per_seq = (per_token * m).sum(dim=1) / lengths.clamp(min=1.0)
         return per_seq.sum() / denom
@@ -115,7 +118,7 @@ def policy_loss(
     kl_estimator: Literal["k1", "k3"] = "k3",
     entropy: Tensor | None = None,  # [N, T] token entropy, needed only when entropy_coef > 0
     entropy_coef: float = 0.0,
-    row_lengths: Tensor | None = None,  # [N] full valid lengths when rows are split over ranks (see aggregate)
+    row_lengths: Tensor | None = None,  # [N] or [N, T] full valid row lengths when rows are split (see aggregate)
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped policy-gradient loss for one micro-batch; returns (scalar float32 loss, metrics)."""
     if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:

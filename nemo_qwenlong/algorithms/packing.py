@@ -8,6 +8,11 @@ never cut). Rows are taken longest first (choice: rows of similar length share a
 little of the budget is padding); callers map results back by the returned row indices. The
 optimiser step's loss denominator is counted over all micro-batches (see algorithms.losses), so
 the split does not change the result.
+
+Packed micro-batches (`micro_batches_packed`, the THD layout of `algorithms.packed`) run the sum of
+their rows' padded lengths, not rows × longest, so they are filled first-fit by decreasing length:
+each row, longest first, joins the first micro-batch it still fits in. Shared-prompt micro-batches
+(`algorithms.shared_prompt`) are filled the same way with whole prompt groups as the items.
 """
 
 from __future__ import annotations
@@ -58,6 +63,41 @@ def micro_batches_by_tokens(lengths: Sequence[int], budget: int, *, multiple: in
             batches.append([i])
             width = padded_width(lengths[i], multiple)
     return [sorted(b) for b in batches]
+
+
+def micro_batches_packed(lengths: Sequence[int], budget: int, *, row_multiple: int = 1,
+                         total_multiple: int = 1) -> list[list[int]]:
+    """Row indices per packed micro-batch (ascending within each): first-fit by decreasing length,
+    each micro-batch's pack (every row rounded up to `row_multiple`, the sum to `total_multiple`,
+    `packed.packed_lengths`) <= budget, or it is one long row."""
+    _check_plan(lengths, budget, max(row_multiple, total_multiple))
+    return [sorted(b) for b in first_fit([padded_width(n, row_multiple) for n in lengths], budget, total_multiple)]
+
+
+def micro_batches_shared_prompt(groups: Sequence[Sequence[int]], tree_sizes: Sequence[int],
+                                budget: int) -> list[list[int]]:
+    """Row indices per shared-prompt micro-batch (ascending): whole prompt groups (a group's rows
+    share one trunk, `shared_prompt.tree_tokens` each), first-fit by decreasing tree size."""
+    _check_plan(tree_sizes, budget, 1)
+    return [sorted(i for g in b for i in groups[g]) for b in first_fit(list(tree_sizes), budget)]
+
+
+def first_fit(sizes: Sequence[int], budget: int, total_multiple: int = 1) -> list[list[int]]:
+    """Item indices per bin, first-fit by decreasing size: each item, largest first, joins the first
+    bin whose summed size, rounded up to `total_multiple`, stays within `budget`; an item that fits
+    nowhere opens a bin (one larger than the budget is alone)."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
+    bins: list[list[int]] = []
+    used: list[int] = []
+    for i in order:
+        k = next((k for k, u in enumerate(used) if padded_width(u + sizes[i], total_multiple) <= budget), None)
+        if k is None:
+            bins.append([i])
+            used.append(sizes[i])
+        else:
+            bins[k].append(i)
+            used[k] += sizes[i]
+    return bins
 
 
 def _check_plan(lengths: Sequence[int], budget: int, multiple: int) -> None:

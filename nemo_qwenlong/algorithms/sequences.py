@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from nemo_qwenlong.algorithms.packed import PackedLayout
 
 PAD = 0
 
@@ -34,6 +38,27 @@ class SequenceLayout:
     @property
     def seq_len(self) -> int:
         return int(self.tokens.shape[1])
+
+    @property
+    def flat_slots(self) -> Tensor:
+        """[B, R] index of each response token's scoring position in `tokens.view(-1)`."""
+        return self.response_slots + torch.arange(self.tokens.shape[0]).unsqueeze(1) * self.seq_len
+
+
+class OneRowLayout:
+    """What the one-row layouts (`packed.PackedLayout`, `shared_prompt.SharedPromptLayout`) share: every
+    row in one [1, T] tensor row, so `response_slots` already index `tokens.view(-1)`."""
+
+    tokens: Tensor
+    response_slots: Tensor
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def flat_slots(self) -> Tensor:
+        return self.response_slots
 
 
 # Rows (tokens) each rank's shard of S must be a multiple of before an FP8 GEMM sees it, per recipe.
@@ -100,17 +125,19 @@ def join_rows(prompt_ids: Tensor, prompt_lengths: Tensor, response_ids: Tensor, 
     return SequenceLayout(tokens, col.expand(b, width).clone(), targets, slots, response_mask.clone(), lengths)
 
 
-def to_sequence_layout(values: Tensor, layout: SequenceLayout, fill: float = 0) -> Tensor:
-    """[B, R] response-layout values -> [B, S] at their scoring positions (`fill` elsewhere)."""
-    out = torch.full((values.shape[0], layout.seq_len), fill, dtype=values.dtype, device=values.device)
-    kept = torch.where(layout.response_mask, values, torch.as_tensor(fill, dtype=values.dtype))
-    out.scatter_(1, layout.response_slots, kept)  # masked slots never coincide with valid ones
-    return out
+def to_sequence_layout(values: Tensor, layout: "SequenceLayout | PackedLayout", fill: float = 0) -> Tensor:
+    """[B, R] response-layout values -> the layout's token shape ([B, S] padded, [1, T] packed) at
+    their scoring positions (`fill` elsewhere)."""
+    out = torch.full((layout.tokens.numel(),), fill, dtype=values.dtype, device=values.device)
+    mask = layout.response_mask.to(values.device)
+    out[layout.flat_slots.to(values.device)[mask]] = values[mask]  # valid slots are distinct
+    return out.view(layout.tokens.shape)
 
 
-def to_response_layout(values: Tensor, layout: SequenceLayout, fill: float = 0) -> Tensor:
-    """[B, S] sequence-layout values -> [B, R] (`fill` where the response mask is False). Differentiable."""
-    picked = values.gather(1, layout.response_slots.to(values.device))
+def to_response_layout(values: Tensor, layout: "SequenceLayout | PackedLayout", fill: float = 0) -> Tensor:
+    """Token-shaped values ([B, S] or [1, T]) -> [B, R] (`fill` where the response mask is False).
+    Differentiable."""
+    picked = values.reshape(-1)[layout.flat_slots.to(values.device)]
     return torch.where(layout.response_mask.to(values.device), picked, torch.as_tensor(fill, dtype=values.dtype))
 
 

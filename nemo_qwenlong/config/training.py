@@ -97,6 +97,11 @@ class ParallelismConfig(Section):
     local_attention: Literal["sdpa", "dot_product"] = field(
         "sdpa", "core attention of the local spec (CPU): torch scaled_dot_product_attention (fused, causal, "
         "GQA; never holds the scores) or megatron-core's DotProductAttention ([heads × S × S] scores)")
+    sequence_layout: Literal["padded", "packed", "shared_prompt"] = field(
+        "padded", "micro-batch layout: padded (rows × the longest row); packed (THD: rows end to end, "
+        "attention within each row: TE thd on GPU, row by row with local_attention=sdpa on CPU; "
+        "algorithms/packed.py); shared_prompt (each prompt group's prompt runs once, its responses "
+        "branch off it: local spec with sdpa only; algorithms/shared_prompt.py)")
     fp8: Literal["tensorwise", "delayed", "blockwise"] | None = field(
         None, "FP8 recipe through Transformer Engine; null trains in model.dtype (blockwise needs Hopper)"
     )
@@ -129,6 +134,17 @@ class ParallelismConfig(Section):
             raise ValueError(f"parallelism.fp8='{self.fp8}' needs parallelism.transformer_impl='transformer_engine'")
         if self.sequence_parallel and self.tensor_parallel == 1:
             raise ValueError("parallelism.sequence_parallel=true needs parallelism.tensor_parallel > 1")
+        if self.sequence_layout == "packed" and not te and self.local_attention != "sdpa":
+            raise ValueError(
+                "parallelism.sequence_layout='packed' needs parallelism.transformer_impl='transformer_engine' or "
+                f"local_attention='sdpa' (megatron's DotProductAttention has no packed path), got "
+                f"local_attention='{self.local_attention}'")
+        if self.sequence_layout == "shared_prompt" and (te or self.local_attention != "sdpa"):
+            raise ValueError(
+                "parallelism.sequence_layout='shared_prompt' needs transformer_impl='local' with "
+                "local_attention='sdpa' (its branch-over-trunk attention is an SDPA mask; Transformer Engine "
+                f"attention takes no such mask), got transformer_impl='{self.transformer_impl}', "
+                f"local_attention='{self.local_attention}'; use 'packed' on GPUs")
         if self.sequence_parallel and not te:
             raise ValueError(
                 "parallelism.sequence_parallel=true needs parallelism.transformer_impl='transformer_engine' "

@@ -6,7 +6,9 @@
    gradient of the RL loss (with entropy), tied, untied and a padded vocabulary;
 3. the old-log-prob pass: one update with the detached current log-probs (the pass skipped) vs
    with a separate compute_logprobs pass (as loops.rl runs it when there are several updates).
-4. what SDPA attention refuses (dropout, packed sequences), with its messages.
+4. packed (THD) and shared-prompt layouts vs the padded one: log-probs, entropy, RL (token and
+   sequence level) and SFT losses with every gradient;
+5. what SDPA attention refuses (dropout, packed formats other than causal thd), with its messages.
 Rank 0 prints "ATTENTION <json>" with every difference.
 """
 
@@ -115,14 +117,15 @@ def make_batch(vocab: int, with_old: bool = True, n: int = 8, seed: int = 5):
     )
 
 
-def policy(tp: int, hf, logprob_impl: str, padded_vocab_size: int | None = None):
+def policy(tp: int, hf, logprob_impl: str, padded_vocab_size: int | None = None, layout: str = "padded",
+           micro_batch_tokens: int = 120):
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
     from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig
 
     par = ParallelismConfig(tensor_parallel=tp, transformer_impl="local", distributed_optimizer=False,
-                            dist_backend="gloo")
+                            dist_backend="gloo", sequence_layout=layout)
     p = MegatronPolicy(hf.config.to_dict(), par, OptimConfig(lr=1e-3, weight_decay=0.0), dtype="float32",
-                       micro_batch_tokens=120, logprob_chunk_tokens=7, temperature=TEMP,
+                       micro_batch_tokens=micro_batch_tokens, logprob_chunk_tokens=7, temperature=TEMP,
                        padded_vocab_size=padded_vocab_size, logprob_impl=logprob_impl)
     p.load_hf_state_dict({k: v.detach().clone() for k, v in hf.state_dict().items()})
     return p
@@ -176,6 +179,64 @@ def old_logprob_pass(tp: int) -> dict:
             "grad_scale": max(float(g.abs().max()) for g in g_skipped.values()), "micro_batches": len(skipped)}
 
 
+def shared_prompt_batch(vocab: int):
+    """make_batch's rows with each group of 4 given its first row's prompt (as GRPO samples them)."""
+    batch = make_batch(vocab, n=8, seed=9)
+    first = (torch.arange(8) // 4) * 4
+    return batch.replace(prompt_ids=batch.prompt_ids[first], prompt_lengths=batch.prompt_lengths[first])
+
+
+def layouts_vs_padded(tp: int, kind: str) -> dict:
+    """The packed (THD) and shared-prompt layouts vs the padded one on the same rows: response
+    log-probs and entropy, the RL loss at token and sequence level and the SFT loss, each with every
+    parameter's gradient. Rows come in groups of 4 sharing a prompt; `kind` "uniform" has rows of
+    one length (SDPA's one-call paths), the others vary."""
+    from nemo_qwenlong.algorithms.batch import TokenRows
+    from nemo_qwenlong.algorithms.sequences import to_response_layout
+
+    hf = hf_model(kind == "tied")
+    batch = shared_prompt_batch(VOCAB)
+    if kind == "uniform":
+        batch = batch.replace(prompt_lengths=torch.full((8,), 4), response_mask=torch.ones_like(batch.response_mask))
+    if kind == "edges":  # group 0's prompt is one token (no trunk); one row of group 1 has an empty response
+        lengths = batch.prompt_lengths.clone()
+        lengths[:4] = 1
+        mask = batch.response_mask.clone()
+        mask[5] = False
+        batch = batch.replace(prompt_lengths=lengths, response_mask=mask, response_ids=torch.where(mask, batch.response_ids, 0))
+    sft = TokenRows(prompt_ids=batch.prompt_ids, prompt_lengths=batch.prompt_lengths,
+                    response_ids=batch.response_ids, response_mask=batch.response_mask)
+    out = {}
+    for layout_name in ("padded", "packed", "shared_prompt"):
+        p = policy(tp, hf, "fused", layout=layout_name, micro_batch_tokens=64)
+        with torch.no_grad():
+            layout = p._layout(batch)
+            lp_s, ent_s = p._sequence_logprobs(layout, with_entropy=True)
+        res = {"logprob": to_response_layout(lp_s, layout), "entropy": to_response_layout(ent_s, layout),
+               "tokens": sum(lay.tokens.numel() for _, _, lay in p._micro_batches(batch)),
+               "probe": p.compute_logprobs(batch, temperature=1.0)}
+        for level in ("token", "sequence"):
+            rl = rl_config().model_copy(update={"loss_level": level})
+            metrics = p.accumulate_gradients(batch, p.rl_loss(rl), p.rl_count(batch, rl))
+            res[level] = (sum(m["loss"] for m in metrics), grads(p.module), len(metrics))
+            p.optimizer.zero_grad()
+        metrics = p.accumulate_gradients(sft, p.sft_loss, int(sft.response_mask.sum()))
+        res["sft"] = (sum(m["loss"] for m in metrics), grads(p.module), len(metrics))
+        out[layout_name] = res
+    resp = batch.response_lengths.tolist()  # each group of 4: its prompt once (P − 1) + each branch (R + 1)
+    trees = sum(int(batch.prompt_lengths[g * 4]) - 1 + sum(resp[i] + 1 for i in range(g * 4, g * 4 + 4)) for g in (0, 1))
+    a, rep = out["padded"], {"tokens_padded": out["padded"]["tokens"], "tokens_trees": trees}
+    for name in ("packed", "shared_prompt"):
+        b = out[name]
+        r = {k: float((a[k] - b[k]).abs().max()) for k in ("logprob", "entropy", "probe")} | {"tokens": b["tokens"]}
+        for loss in ("token", "sequence", "sft"):
+            r[loss] = {"loss": abs(a[loss][0] - b[loss][0]), "grad": max_diff(a[loss][1], b[loss][1]),
+                       "grad_scale": max(float(g.abs().max()) for g in a[loss][1].values()),
+                       "micro_batches": [a[loss][2], b[loss][2]]}
+        rep[name] = r
+    return rep
+
+
 def refusals() -> dict:
     import torch.nn.functional as F
     from megatron.core.packed_seq_params import PackedSeqParams
@@ -196,7 +257,7 @@ def refusals() -> dict:
         out["dropout"] = str(err)
     q, kv = torch.randn(5, 1, 4, 16), torch.randn(5, 1, 2, 16)
     try:
-        build(0.0)(q, kv, kv, None, packed_seq_params=PackedSeqParams(qkv_format="thd"))
+        build(0.0)(q, kv, kv, None, packed_seq_params=PackedSeqParams(qkv_format="sbhd"))
     except ValueError as err:
         out["packed"] = str(err)
     return out
@@ -213,6 +274,8 @@ def main() -> None:
         for kind in ("untied", "tied", "padded"):
             report[f"logprobs-tp{tp}-{kind}"] = fused_vs_logits(tp, kind)
         report[f"old-pass-tp{tp}"] = old_logprob_pass(tp)
+        for kind in ("untied", "tied", "uniform", "edges"):
+            report[f"layouts-tp{tp}-{kind}"] = layouts_vs_padded(tp, kind)
     if dist.get_rank() == 0:
         print("ATTENTION " + json.dumps(report), flush=True)
     from nemo_qwenlong.backends.megatron.parallel import destroy_parallel

@@ -9,7 +9,8 @@ swapped, a QKV-mapping mistake); test_megatron_gpu.py states each tolerance agai
 
 Checks: te_vs_local, fp8 (each recipe the config offers), recompute (selective / full vs none),
 cp (CP=2 vs CP=1, bf16: TE has no fp32 attention under CP), sp (TP=2 with and without sequence
-parallel), dist_ckpt (distributed-optimizer checkpoint before and after a step, resharded DP2 → TP2).
+parallel), dist_ckpt (distributed-optimizer checkpoint before and after a step, resharded DP2 → TP2),
+packed (THD packing through TE attention vs the padded layout; CP=2 and TP=2+SP with two GPUs).
 """
 
 from __future__ import annotations
@@ -138,8 +139,49 @@ def check_dist_ckpt(batch, root: Path) -> dict:  # noqa: ANN001
                           "step_after_load_finite": bool(torch.isfinite(torch.tensor(step["grad_norm"])))}}
 
 
+def _logprobs_and_grads(p, batch) -> tuple[torch.Tensor, dict]:  # noqa: ANN001
+    from tests.backends.megatron_attention_worker import grads
+
+    lp = p.compute_logprobs(batch)
+    p.accumulate_gradients(batch.replace(old_logprobs=lp), p.rl_loss(rl_config()), p.rl_count(batch, rl_config()))
+    return lp, grads(p.module)
+
+
+def _grad_rel(a: dict, b: dict) -> float:
+    return max(float((a[k].float() - b[k].float()).norm() / b[k].float().norm().clamp(min=1e-12)) for k in b)
+
+
+def check_packed(batch) -> dict:  # noqa: ANN001
+    """THD packing through TE attention vs the padded layout (bf16; TE's thd kernels need 16-bit), on
+    this launch's GPUs: TP=1 always; with 2 GPUs also CP=2 (every row split in 2·CP chunks) and TP=2
+    with sequence parallel. Plus our per-row CP split against TE's own `thd_get_partitioned_indices`."""
+    import transformer_engine_torch as tex
+
+    from nemo_qwenlong.algorithms.packed import cp_indices, pack_rows
+
+    layouts = {"tp1": {}}
+    if dist.get_world_size() >= 2:
+        layouts |= {"cp2": {"context_parallel": 2}, "tp2_sp": {"tensor_parallel": 2, "sequence_parallel": True}}
+    out = {}
+    for name, par in layouts.items():
+        padded_lp, padded_g = _logprobs_and_grads(policy(transformer_impl="transformer_engine", **par), batch)
+        packed_p = policy(transformer_impl="transformer_engine", sequence_layout="packed", **par)
+        packed_lp, packed_g = _logprobs_and_grads(packed_p, batch)
+        layout = packed_p._layout(batch)
+        out[name] = {"vs_padded": diff(packed_lp, padded_lp, batch.response_mask),
+                     "grad_rel": _grad_rel(packed_g, padded_g), "pack_tokens": layout.seq_len,
+                     "padded_tokens": int(batch.response_mask.shape[0] * int(layout.lengths.max()))}
+    packed = pack_rows(batch.prompt_ids, batch.prompt_lengths, batch.response_ids, batch.response_mask,
+                       row_mult=4, total_mult=4)
+    cu = packed.cu_seqlens_padded.cuda()
+    out["cp_indices_match_te"] = all(
+        torch.equal(cp_indices(packed.cu_seqlens_padded, r, 2).cuda(),
+                    tex.thd_get_partitioned_indices(cu, packed.seq_len, 2, r).long()) for r in range(2))
+    return out
+
+
 CHECKS = {"te_vs_local": check_te_vs_local, "fp8": check_fp8, "recompute": check_recompute, "cp": check_cp,
-          "sp": check_sp}
+          "sp": check_sp, "packed": check_packed}
 
 
 def main() -> None:

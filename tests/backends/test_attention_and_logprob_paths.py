@@ -1,6 +1,6 @@
-"""SDPA core attention, fused output-layer log-probs and the skipped old-log-prob pass, on the real
-megatron-core model over 2 gloo ranks at TP=1 (DP=2) and TP=2 (one torchrun launch; see
-megatron_attention_worker.py)."""
+"""SDPA core attention, fused output-layer log-probs, the skipped old-log-prob pass and packed (THD)
+rows, on the real megatron-core model over 2 gloo ranks at TP=1 (DP=2) and TP=2 (one torchrun
+launch; see megatron_attention_worker.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,28 @@ def test_skipped_old_logprob_pass_gives_bit_identical_gradients(report: dict, tp
     assert r["grads_bit_identical"] and r["grad_max_diff"] == 0.0 and r["losses_equal"], r
 
 
+@pytest.mark.parametrize("tp", [1, 2])
+@pytest.mark.parametrize("kind", ["untied", "tied", "uniform", "edges"])
+@pytest.mark.parametrize("layout", ["packed", "shared_prompt"])
+def test_packed_and_shared_prompt_layouts_equal_the_padded_one(report: dict, tp: int, kind: str, layout: str) -> None:
+    # packed: attention within each row (SDPA row by row), RoPE restarting per row; shared_prompt:
+    # each group's prompt once, responses attending to it, RoPE at the layout's own positions.
+    # "uniform" rows take SDPA's batched paths; "edges" has a one-token prompt (no trunk) and an empty
+    # response. Losses and every gradient as in the padded rectangle.
+    full = report[f"layouts-tp{tp}-{kind}"]
+    r = full[layout]
+    assert r["logprob"] <= 1e-5 and r["entropy"] <= 1e-5 and r["probe"] <= 1e-5, r
+    for name in ("token", "sequence", "sft"):
+        assert r[name]["grad_scale"] > 1e-3 and r[name]["loss"] <= 1e-6, (name, r)
+        assert r[name]["grad"] <= 2e-6 * max(1.0, r[name]["grad_scale"]), (name, r)
+        assert r[name]["micro_batches"][1] <= r[name]["micro_batches"][0], (name, r)
+    if layout == "shared_prompt":  # 2 groups of 4: each prompt runs once, not 4 times
+        assert r["tokens"] == full["tokens_trees"] < full["tokens_padded"], full
+    elif kind != "uniform":  # rows of 5-20 tokens: the pack runs fewer tokens
+        assert r["tokens"] < full["tokens_padded"], full
+
+
 def test_sdpa_attention_refuses_what_needs_transformer_engine(report: dict) -> None:
     r = report["refusals"]
     assert "attention_dropout=0.1 (needs 0.0)" in r["dropout"]
-    assert "packed (THD) sequences" in r["packed"] and "Transformer Engine" in r["packed"]
+    assert "packs only causal 'thd' sequences" in r["packed"] and "'sbhd'" in r["packed"]

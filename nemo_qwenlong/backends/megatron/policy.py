@@ -2,6 +2,9 @@
 
 One optimiser step (`train_step` / `sft_step`) over a batch of rows held by this data-parallel rank:
 1. rows are grouped into micro-batches by a token budget (`algorithms.packing`);
+   `parallelism.sequence_layout` lays it out padded (rows × the longest), packed (one THD row,
+   `algorithms.packed`: valid tokens plus what the padding rules need) or shared_prompt (each
+   prompt group's prompt once, its responses branching off it, `algorithms.shared_prompt`);
 2. the loss denominator — valid response tokens (or non-empty rows) over *every* micro-batch on
    *every* data-parallel rank — is all-reduced once and passed to each micro-batch's loss
    (`algorithms.losses`), so the gradient does not depend on how rows are split;
@@ -18,6 +21,7 @@ Pipeline parallelism is not supported by this policy (the recipes use TP×CP×DP
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -27,7 +31,8 @@ from torch import Tensor
 from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
 from nemo_qwenlong.algorithms.logprobs import fused_token_logprobs, token_logprobs
 from nemo_qwenlong.algorithms.losses import count_sequences, count_tokens, merge_micro_metrics, policy_loss
-from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens
+from nemo_qwenlong.algorithms.packed import PackedLayout, cp_merge_packed, cp_split_packed, pack_rows, row_multiple
+from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens, micro_batches_packed, micro_batches_shared_prompt
 from nemo_qwenlong.algorithms.sequences import (
     SequenceLayout,
     cp_merge,
@@ -37,6 +42,7 @@ from nemo_qwenlong.algorithms.sequences import (
     to_response_layout,
     to_sequence_layout,
 )
+from nemo_qwenlong.algorithms.shared_prompt import SharedPromptLayout, prompt_groups, shared_prompt_rows, tree_tokens
 from nemo_qwenlong.backends.megatron import cpu_compat
 from nemo_qwenlong.backends.megatron.model import build_gpt_model
 from nemo_qwenlong.backends.megatron.qwen2_mapping import (
@@ -51,6 +57,7 @@ from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig, RLConf
 
 
 Rows = RolloutBatch | TokenRows
+Layout = SequenceLayout | PackedLayout | SharedPromptLayout
 
 
 class MegatronPolicy:
@@ -104,6 +111,7 @@ class MegatronPolicy:
         self.module = module
         self.multiple = padding_multiple(context_parallel=self.cp_size, tensor_parallel=self.tp_size,
                                          sequence_parallel=parallel.sequence_parallel, fp8=parallel.fp8)
+        self.sequence_layout, self.row_multiple = parallel.sequence_layout, row_multiple(self.cp_size)
         self.mode: Literal["training", "generation"] = "training"
 
     @classmethod
@@ -166,28 +174,63 @@ class MegatronPolicy:
         self.mode = "training"
 
     # ---- forward -------------------------------------------------------------------------------
-    def _layout(self, rows: Rows) -> SequenceLayout:
-        return join_rows(rows.prompt_ids, rows.prompt_lengths, rows.response_ids, rows.response_mask,
-                         multiple=self.multiple)
+    def _layout(self, rows: Rows) -> Layout:
+        args = (rows.prompt_ids, rows.prompt_lengths, rows.response_ids, rows.response_mask)
+        if self.sequence_layout == "packed":
+            return pack_rows(*args, row_mult=self.row_multiple, total_mult=self.multiple)
+        if self.sequence_layout == "shared_prompt":
+            return shared_prompt_rows(*args)
+        return join_rows(*args, multiple=self.multiple)
 
-    def _split(self, t: Tensor) -> Tensor:
+    def _split(self, t: Tensor, layout: Layout) -> Tensor:
+        """This CP rank's share of token-shaped values: the zigzag split of S, or of every packed row."""
+        if isinstance(layout, PackedLayout):
+            return cp_split_packed(t, layout, self.cp_rank, self.cp_size).to(self.device)
+        if isinstance(layout, SharedPromptLayout):  # local spec only: no context parallelism
+            return t.to(self.device)
         return cp_split(t, self.cp_rank, self.cp_size).to(self.device)
 
-    def _sequence_logprobs(self, layout: SequenceLayout, with_entropy: bool,
+    def _packed_seq_params(self, layout: PackedLayout):
+        """megatron's THD parameters: rows end at the valid lengths, start at the padded offsets."""
+        from megatron.core.packed_seq_params import PackedSeqParams
+
+        valid, padded = (c.to(self.device) for c in (layout.cu_seqlens, layout.cu_seqlens_padded))
+        return PackedSeqParams(qkv_format="thd", cu_seqlens_q=valid, cu_seqlens_kv=valid, cu_seqlens_q_padded=padded,
+                               cu_seqlens_kv_padded=padded, max_seqlen_q=layout.max_seqlen,
+                               max_seqlen_kv=layout.max_seqlen,
+                               pad_between_seqs=not torch.equal(layout.cu_seqlens, layout.cu_seqlens_padded))
+
+    def _sequence_logprobs(self, layout: Layout, with_entropy: bool,
                            temperature: float | None = None) -> tuple[Tensor, Tensor | None]:
-        """[B, S/CP] log-probs (and entropy) of each position's next token on this CP rank."""
-        tokens, positions, targets = (self._split(t) for t in (layout.tokens, layout.position_ids, layout.targets))
+        """[B, S/CP] (packed: [1, T/CP]) log-probs (and entropy) of each position's next token on this CP rank."""
+        tokens, positions, targets = (self._split(t, layout) for t in (layout.tokens, layout.position_ids, layout.targets))
         # only megatron's own local attention reads the mask; SDPA and TE attention know they are causal
         needs_mask = self.parallel.transformer_impl == "local" and self.parallel.local_attention == "dot_product"
         mask = cpu_compat.causal_mask(tokens.shape[1], self.device) if needs_mask else None
         kw = dict(group=self.tp_group, chunk_size=self.chunk, temperature=temperature or self.temperature,
                   with_entropy=with_entropy, vocab_size=self.shape.vocab_size)
-        if self.logprob_impl == "fused":
-            lp, ent = self.model(tokens, positions, mask, output_processor=self._fused_output,
-                                 output_processor_context=(targets.T, kw))  # [S/CP, B] each
-            return lp.T, (ent.T if ent is not None else None)
-        logits = self.model(tokens, positions, mask)  # [B, S/CP, V/TP]
+        with self._packing(layout, positions) as packed:
+            if self.logprob_impl == "fused":
+                lp, ent = self.model(tokens, positions, mask, packed_seq_params=packed,
+                                     output_processor=self._fused_output,
+                                     output_processor_context=(targets.T, kw))  # [S/CP, B] each
+                return lp.T, (ent.T if ent is not None else None)
+            logits = self.model(tokens, positions, mask, packed_seq_params=packed)  # [B, S/CP, V/TP]
         return token_logprobs(logits, targets, vocab_start=self.tp_rank * logits.shape[-1], **kw)
+
+    @contextmanager
+    def _packing(self, layout: Layout, positions: Tensor) -> Iterator[Any]:
+        """The layout's `packed_seq_params` (None when padded); a shared-prompt pack also takes RoPE at
+        its own position ids for the forward."""
+        if isinstance(layout, PackedLayout):
+            yield self._packed_seq_params(layout)
+        elif isinstance(layout, SharedPromptLayout):
+            from nemo_qwenlong.backends.megatron.sdpa_attention import SharedPromptParams, rope_at_positions
+
+            with rope_at_positions(self.module, positions[0]):
+                yield SharedPromptParams.for_layout(layout, self.device)
+        else:
+            yield None
 
     def _fused_output(self, *, hidden_states: Tensor, output_layer: Any, output_weight: Tensor | None,
                       context: tuple[Tensor, dict], **_: Any) -> tuple[Tensor, Tensor | None]:
@@ -215,23 +258,34 @@ class MegatronPolicy:
         out = torch.zeros(rows.response_ids.shape, dtype=torch.float32)
         for idx, _, layout in self._micro_batches(rows):
             lp, _ = self._sequence_logprobs(layout, with_entropy=False, temperature=temperature)
-            out[idx] = to_response_layout(self._cp_gather(lp).cpu(), layout)
+            out[idx] = to_response_layout(self._cp_gather(lp, layout).cpu(), layout)
         return out
 
-    def _cp_gather(self, local: Tensor) -> Tensor:
+    def _cp_gather(self, local: Tensor, layout: Layout) -> Tensor:
         if self.cp_size == 1:
             return local
         from megatron.core import parallel_state as ps
 
         parts = [torch.empty_like(local) for _ in range(self.cp_size)]
         dist.all_gather(parts, local.contiguous(), group=ps.get_context_parallel_group())
-        return cp_merge(parts)
+        return cp_merge_packed(parts, layout) if isinstance(layout, PackedLayout) else cp_merge(parts)
 
-    def _micro_batches(self, rows: Rows) -> Iterator[tuple[list[int], Rows, SequenceLayout]]:
-        """(row indices, rows, their sequence layout) per micro-batch; the budget counts the padded
-        rows × S the layout builds (S rounded up to `self.multiple`), longest rows first."""
+    def _micro_batches(self, rows: Rows) -> Iterator[tuple[list[int], Rows, Layout]]:
+        """(row indices, rows, their layout) per micro-batch; the budget counts the tokens the layout
+        builds: padded rows × S (S rounded up to `self.multiple`), longest rows first; packed rows'
+        padded lengths, first-fit by decreasing length; or whole prompt groups' trees, likewise."""
         lengths = (rows.prompt_lengths + rows.response_lengths).tolist()
-        for idx in micro_batches_by_tokens(lengths, self.micro_batch_tokens, multiple=self.multiple):
+        if self.sequence_layout == "packed":
+            plan = micro_batches_packed(lengths, self.micro_batch_tokens, row_multiple=self.row_multiple,
+                                        total_multiple=self.multiple)
+        elif self.sequence_layout == "shared_prompt":
+            groups = prompt_groups(rows.prompt_ids, rows.prompt_lengths)
+            resp = rows.response_lengths.tolist()
+            sizes = [tree_tokens(int(rows.prompt_lengths[g[0]]), [resp[i] for i in g]) for g in groups]
+            plan = micro_batches_shared_prompt(groups, sizes, self.micro_batch_tokens)
+        else:
+            plan = micro_batches_by_tokens(lengths, self.micro_batch_tokens, multiple=self.multiple)
+        for idx in plan:
             mb = rows.select(idx)
             yield idx, mb, self._layout(mb)
 
@@ -269,22 +323,24 @@ class MegatronPolicy:
 
     def rl_loss(self, rl: RLConfig):
         """Loss callable for `accumulate_gradients` from the RL settings (DAPO/GRPO, spec §4.3)."""
-        def loss(mb: RolloutBatch, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
+        def loss(mb: RolloutBatch, layout: Layout, count: int) -> tuple[Tensor, dict[str, float]]:
             if mb.advantages is None:
                 raise ValueError("RolloutBatch.advantages is required for the RL loss")
             with_entropy = rl.entropy_coef > 0
             lp, ent = self._sequence_logprobs(layout, with_entropy=with_entropy)
-            seq = lambda t, fill=0.0: self._split(to_sequence_layout(t, layout, fill))  # noqa: E731
+            seq = lambda t, fill=0.0: self._split(to_sequence_layout(t, layout, fill), layout)  # noqa: E731
             ref = seq(mb.ref_logprobs) if rl.kl_coef > 0 else None
             # No old log-probs: one update per rollout batch, so the behaviour policy *is* the current
             # one and the ratio is exactly 1 (its gradient is the policy gradient; loops.rl skips the pass).
             old = lp.detach() if mb.old_logprobs is None else seq(mb.old_logprobs)
+            # per-row values go per token: a packed row holds several sequences
+            per_token = lambda v: seq(v.unsqueeze(1).expand_as(mb.response_mask).float())  # noqa: E731
             return policy_loss(
-                lp, old, mb.advantages.to(self.device), seq(mb.response_mask, False),
+                lp, old, per_token(mb.advantages), seq(mb.response_mask, False),
                 clip_low=rl.clip_low, clip_high=rl.clip_high, level=rl.loss_level, dual_clip=rl.dual_clip,
                 num_global_tokens=count, num_global_sequences=count, ref_logprobs=ref, kl_coef=rl.kl_coef,
                 kl_estimator=rl.kl_estimator, entropy=ent, entropy_coef=rl.entropy_coef,
-                row_lengths=mb.response_lengths.to(self.device),
+                row_lengths=per_token(mb.response_lengths),
             )
         return loss
 
@@ -297,10 +353,10 @@ class MegatronPolicy:
         metrics = self.accumulate_gradients(batch, self.rl_loss(rl), self.rl_count(batch, rl))
         return self._finish(metrics)
 
-    def sft_loss(self, mb: TokenRows, layout: SequenceLayout, count: int) -> tuple[Tensor, dict[str, float]]:
+    def sft_loss(self, mb: TokenRows, layout: Layout, count: int) -> tuple[Tensor, dict[str, float]]:
         """Response-token NLL of the model itself (temperature 1, whatever the rollout temperature)."""
         lp, _ = self._sequence_logprobs(layout, with_entropy=False, temperature=1.0)
-        mask = self._split(to_sequence_layout(mb.response_mask, layout, False))
+        mask = self._split(to_sequence_layout(mb.response_mask, layout, False), layout)
         return -(lp * mask).sum() / count, {"num_tokens": float(mask.sum())}
 
     def sft_step(self, batch: TokenRows) -> dict[str, float]:
