@@ -11,7 +11,9 @@ each branch because it scores the branch's *first* response token (its target di
 branch). Several trees are packed end to end in one [1, T] row.
 
 Cost per group: P − 1 + Σ (R_j + 1) tokens instead of Σ (P + R_j). Rows are grouped by identical
-prompt tokens (not by group id: a probe or SFT batch has none), in first-appearance order.
+prompt tokens (not by group id: a probe or SFT batch has none), in first-appearance order; a group
+whose tree exceeds the micro-batch budget is planned as sub-groups that fit (`fitting_groups`),
+each with its own copy of the trunk.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from nemo_qwenlong.algorithms.packing import budget_groups
 from nemo_qwenlong.algorithms.sequences import PAD, OneRowLayout
 
 
@@ -59,6 +62,17 @@ def prompt_groups(prompt_ids: Tensor, prompt_lengths: Tensor) -> list[list[int]]
 def tree_tokens(prompt_length: int, response_lengths: list[int]) -> int:
     """Tokens a group's tree takes: the trunk (P − 1) plus each branch (R_j + 1)."""
     return max(prompt_length - 1, 0) + sum(r + 1 for r in response_lengths)
+
+
+def fitting_groups(groups: list[list[int]], prompt_lengths: list[int], response_lengths: list[int],
+                   budget: int) -> list[list[int]]:
+    """`groups` with any group whose tree exceeds `budget` split into consecutive sub-groups that
+    fit, each repeating the trunk (a single branch longer than the budget stays alone)."""
+    out = []
+    for rows in groups:
+        trunk = max(prompt_lengths[rows[0]] - 1, 0)
+        out += budget_groups(rows, lambda i: response_lengths[i] + 1, max(budget - trunk, 1))
+    return out
 
 
 def shared_prompt_rows(prompt_ids: Tensor, prompt_lengths: Tensor, response_ids: Tensor,

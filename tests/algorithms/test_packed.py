@@ -172,3 +172,19 @@ def test_shared_prompt_micro_batches_keep_groups_whole() -> None:
     groups = [[0, 3], [1, 2, 4], [5]]
     assert micro_batches_shared_prompt(groups, [6, 9, 2], 10) == [[1, 2, 4], [0, 3, 5]]  # 9 alone; 6 + 2
     assert micro_batches_shared_prompt(groups, [6, 9, 2], 100) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_group_over_the_budget_is_split_into_trees_that_fit() -> None:
+    from nemo_qwenlong.algorithms.packing import micro_batches_shared_prompt
+    from nemo_qwenlong.algorithms.shared_prompt import fitting_groups, tree_tokens
+
+    # one prompt of 20 tokens, 8 responses of 9: the whole tree is 19 + 8·10 = 99 tokens
+    prompt, resp = [20] * 8, [9] * 8
+    assert tree_tokens(20, resp) == 99
+    parts = fitting_groups([list(range(8))], prompt, resp, 50)
+    assert parts == [[0, 1, 2], [3, 4, 5], [6, 7]]  # 19 + 3·10 = 49 each; every row once, in order
+    sizes = [tree_tokens(20, [resp[i] for i in p]) for p in parts]
+    assert max(sizes) <= 50
+    plan = micro_batches_shared_prompt(parts, sizes, 50)
+    assert sorted(i for b in plan for i in b) == list(range(8)) and len(plan) == 3
+    assert fitting_groups([[0, 1]], [20, 20], [40, 1], 30) == [[0], [1]]  # a branch over the budget stays alone

@@ -190,7 +190,10 @@ def layouts_vs_padded(tp: int, kind: str) -> dict:
     """The packed (THD) and shared-prompt layouts vs the padded one on the same rows: response
     log-probs and entropy, the RL loss at token and sequence level and the SFT loss, each with every
     parameter's gradient. Rows come in groups of 4 sharing a prompt; `kind` "uniform" has rows of
-    one length (SDPA's one-call paths), the others vary."""
+    one length (SDPA's one-call paths), the others vary; "padded_pack" pads every packed row to a
+    multiple of 4 and the pack to 8 (the padding CP/SP/FP8 need, without them: megatron's THD RoPE
+    and SDPA then run rows whose valid length is below their padded one); "split" gives a 24-token
+    budget, so each prompt group's tree is split over micro-batches."""
     from nemo_qwenlong.algorithms.batch import TokenRows
     from nemo_qwenlong.algorithms.sequences import to_response_layout
 
@@ -208,12 +211,15 @@ def layouts_vs_padded(tp: int, kind: str) -> dict:
                     response_ids=batch.response_ids, response_mask=batch.response_mask)
     out = {}
     for layout_name in ("padded", "packed", "shared_prompt"):
-        p = policy(tp, hf, "fused", layout=layout_name, micro_batch_tokens=64)
+        p = policy(tp, hf, "fused", layout=layout_name, micro_batch_tokens=24 if kind == "split" else 64)
+        if kind == "padded_pack" and layout_name == "packed":
+            p.row_multiple, p.multiple = 4, 8
         with torch.no_grad():
             layout = p._layout(batch)
             lp_s, ent_s = p._sequence_logprobs(layout, with_entropy=True)
         res = {"logprob": to_response_layout(lp_s, layout), "entropy": to_response_layout(ent_s, layout),
                "tokens": sum(lay.tokens.numel() for _, _, lay in p._micro_batches(batch)),
+               "pack_padding": int(layout.seq_len - layout.lengths.sum()) if layout_name == "packed" else 0,
                "probe": p.compute_logprobs(batch, temperature=1.0)}
         for level in ("token", "sequence"):
             rl = rl_config().model_copy(update={"loss_level": level})
@@ -228,7 +234,8 @@ def layouts_vs_padded(tp: int, kind: str) -> dict:
     a, rep = out["padded"], {"tokens_padded": out["padded"]["tokens"], "tokens_trees": trees}
     for name in ("packed", "shared_prompt"):
         b = out[name]
-        r = {k: float((a[k] - b[k]).abs().max()) for k in ("logprob", "entropy", "probe")} | {"tokens": b["tokens"]}
+        r = {k: float((a[k] - b[k]).abs().max()) for k in ("logprob", "entropy", "probe")} | {
+            "tokens": b["tokens"], "pack_padding": b["pack_padding"]}
         for loss in ("token", "sequence", "sft"):
             r[loss] = {"loss": abs(a[loss][0] - b[loss][0]), "grad": max_diff(a[loss][1], b[loss][1]),
                        "grad_scale": max(float(g.abs().max()) for g in a[loss][1].values()),
@@ -274,7 +281,7 @@ def main() -> None:
         for kind in ("untied", "tied", "padded"):
             report[f"logprobs-tp{tp}-{kind}"] = fused_vs_logits(tp, kind)
         report[f"old-pass-tp{tp}"] = old_logprob_pass(tp)
-        for kind in ("untied", "tied", "uniform", "edges"):
+        for kind in ("untied", "tied", "uniform", "edges", "padded_pack", "split"):
             report[f"layouts-tp{tp}-{kind}"] = layouts_vs_padded(tp, kind)
     if dist.get_rank() == 0:
         print("ATTENTION " + json.dumps(report), flush=True)

@@ -159,17 +159,23 @@ def check_packed(batch) -> dict:  # noqa: ANN001
 
     from nemo_qwenlong.algorithms.packed import cp_indices, pack_rows
 
-    layouts = {"tp1": {}}
+    # "tp1_padded": one GPU, every row padded to 8 and the pack to 16 (what CP=4 or FP8 would ask), so
+    # TE runs padded THD rows (pad_between_seqs) and megatron's RoPE splits by padded lengths
+    layouts = {"tp1": ({}, None), "tp1_padded": ({}, (8, 16))}
     if dist.get_world_size() >= 2:
-        layouts |= {"cp2": {"context_parallel": 2}, "tp2_sp": {"tensor_parallel": 2, "sequence_parallel": True}}
+        layouts |= {"cp2": ({"context_parallel": 2}, None),
+                    "tp2_sp": ({"tensor_parallel": 2, "sequence_parallel": True}, None)}
     out = {}
-    for name, par in layouts.items():
+    for name, (par, force) in layouts.items():
         padded_lp, padded_g = _logprobs_and_grads(policy(transformer_impl="transformer_engine", **par), batch)
         packed_p = policy(transformer_impl="transformer_engine", sequence_layout="packed", **par)
+        if force:
+            packed_p.row_multiple, packed_p.multiple = force
         packed_lp, packed_g = _logprobs_and_grads(packed_p, batch)
         layout = packed_p._layout(batch)
         out[name] = {"vs_padded": diff(packed_lp, padded_lp, batch.response_mask),
                      "grad_rel": _grad_rel(packed_g, padded_g), "pack_tokens": layout.seq_len,
+                     "pack_padding": int(layout.seq_len - layout.lengths.sum()),
                      "padded_tokens": int(batch.response_mask.shape[0] * int(layout.lengths.max()))}
     packed = pack_rows(batch.prompt_ids, batch.prompt_lengths, batch.response_ids, batch.response_mask,
                        row_mult=4, total_mult=4)

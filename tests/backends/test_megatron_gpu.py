@@ -107,7 +107,11 @@ def test_packed_thd_sequences_match_the_padded_layout(tmp_path: Path, refs: dict
     # the padded rectangle, on the valid tokens only; two GPUs add CP=2 (per-row zigzag) and TP=2+SP
     r = run_check("packed", tmp_path, nproc=min(2, torch.cuda.device_count()))
     assert r["cp_indices_match_te"], r  # our per-row CP split is TE's thd_get_partitioned_indices
-    for name in [k for k in ("tp1", "cp2", "tp2_sp") if k in r]:
+    assert r["tp1_padded"]["pack_padding"] > 0, r  # one GPU still runs padded THD rows
+    for name in [k for k in ("tp1", "tp1_padded", "cp2", "tp2_sp") if k in r]:
         assert within(r[name]["vs_padded"], refs, baseline_x=3, bug_fraction=0.1), (name, r, refs)
+        # the worst token too: an error confined to the row carrying the pack's tail padding
+        assert r[name]["vs_padded"]["max"] <= 0.25 * refs["bug"]["max"], (name, r, refs)
         assert r[name]["grad_rel"] <= 0.05, (name, r)  # bf16 sums in another order
-        assert r[name]["pack_tokens"] < r[name]["padded_tokens"], (name, r)  # the valid tokens, not the rectangle
+        if name != "tp1_padded":  # the valid tokens, not the rectangle
+            assert r[name]["pack_tokens"] < r[name]["padded_tokens"], (name, r)

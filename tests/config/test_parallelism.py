@@ -27,6 +27,27 @@ def test_cp_comm_types_that_would_fail_on_the_cluster_are_refused(value: str, hi
     assert hint in text
 
 
+@pytest.mark.parametrize("comm", ["all_gather", "a2a"])
+def test_packed_sequences_under_context_parallel_need_p2p(comm: str) -> None:
+    # TE's all-gather and a2a context-parallel attention assert qkv_format != "thd": refused at load
+    with pytest.raises(ValidationError, match=f"needs cp_comm_type='p2p'.*got cp_comm_type='{comm}'"):
+        ParallelismConfig(context_parallel=2, cp_comm_type=comm, sequence_layout="packed")
+    assert ParallelismConfig(context_parallel=2, cp_comm_type="p2p", sequence_layout="packed").sequence_layout == "packed"
+    assert ParallelismConfig(context_parallel=1, cp_comm_type=comm, sequence_layout="packed").sequence_layout == "packed"
+
+
+@pytest.mark.parametrize(("layout", "kw", "needs"), [
+    ("shared_prompt", {}, "transformer_impl='local' with local_attention='sdpa'"),  # TE default spec
+    ("shared_prompt", {"transformer_impl": "local", "local_attention": "dot_product"}, "local_attention='sdpa'"),
+    ("packed", {"transformer_impl": "local", "local_attention": "dot_product"}, "no packed path"),
+])
+def test_layouts_refuse_the_attention_that_cannot_run_them(layout: str, kw: dict, needs: str) -> None:
+    with pytest.raises(ValidationError, match=needs):
+        ParallelismConfig(sequence_layout=layout, **kw)
+    with pytest.raises(ValidationError, match="'padded', 'packed' or 'shared_prompt'"):
+        ParallelismConfig(sequence_layout="tree")
+
+
 def test_recompute_default_follows_the_memory_estimate() -> None:
     """With TE flash attention nothing [S×S] is stored, so selective recompute (core attention)
     frees under 5 % of the activations while re-running attention, the costliest kernel at 60K:

@@ -42,7 +42,13 @@ from nemo_qwenlong.algorithms.sequences import (
     to_response_layout,
     to_sequence_layout,
 )
-from nemo_qwenlong.algorithms.shared_prompt import SharedPromptLayout, prompt_groups, shared_prompt_rows, tree_tokens
+from nemo_qwenlong.algorithms.shared_prompt import (
+    SharedPromptLayout,
+    fitting_groups,
+    prompt_groups,
+    shared_prompt_rows,
+    tree_tokens,
+)
 from nemo_qwenlong.backends.megatron import cpu_compat
 from nemo_qwenlong.backends.megatron.model import build_gpt_model
 from nemo_qwenlong.backends.megatron.qwen2_mapping import (
@@ -279,9 +285,10 @@ class MegatronPolicy:
             plan = micro_batches_packed(lengths, self.micro_batch_tokens, row_multiple=self.row_multiple,
                                         total_multiple=self.multiple)
         elif self.sequence_layout == "shared_prompt":
-            groups = prompt_groups(rows.prompt_ids, rows.prompt_lengths)
-            resp = rows.response_lengths.tolist()
-            sizes = [tree_tokens(int(rows.prompt_lengths[g[0]]), [resp[i] for i in g]) for g in groups]
+            prompt, resp = rows.prompt_lengths.tolist(), rows.response_lengths.tolist()
+            groups = fitting_groups(prompt_groups(rows.prompt_ids, rows.prompt_lengths), prompt, resp,
+                                    self.micro_batch_tokens)
+            sizes = [tree_tokens(prompt[g[0]], [resp[i] for i in g]) for g in groups]
             plan = micro_batches_shared_prompt(groups, sizes, self.micro_batch_tokens)
         else:
             plan = micro_batches_by_tokens(lengths, self.micro_batch_tokens, multiple=self.multiple)

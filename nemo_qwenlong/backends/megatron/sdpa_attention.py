@@ -159,8 +159,9 @@ class SDPAttention(MegatronModule):
 
     def _branches(self, query: Tensor, key: Tensor, value: Tensor, out: Tensor, tree) -> None:  # noqa: ANN001
         """Every branch of `tree` in one call: queries [G, L] (L = the longest branch; shorter ones padded
-        with their own first position, whose outputs are dropped), keys [trunk, branch]; the mask shows
-        the whole trunk and the branch's own valid positions causally."""
+        with their own first position, whose outputs are dropped), keys [trunk, branch]; one [L, P−1+L]
+        mask for all: the whole trunk, the branch causally. A valid query j < R never reaches a padded
+        key (> j), so the padding needs no mask of its own."""
         dev, s, pt = query.device, tree.start, tree.trunk
         starts = torch.tensor([b for b, _ in tree.branches])
         lengths = torch.tensor([n for _, n in tree.branches])
@@ -171,8 +172,8 @@ class SDPAttention(MegatronModule):
         q, k, v = (x[idx] for x in (query, key, value))  # [G, L, heads, d]
         g = len(tree.branches)
         k, v = (torch.cat([x[s:s + pt].unsqueeze(0).expand(g, -1, -1, -1), own], dim=1) for x, own in ((key, k), (value, v)))
-        own = torch.tril(torch.ones(width, width, dtype=torch.bool)).unsqueeze(0) & valid.unsqueeze(1)  # [G, L, L]
-        mask = torch.cat([torch.ones(g, width, pt, dtype=torch.bool), own], dim=2).unsqueeze(1).to(dev)  # [G, 1, L, pt+L]
+        own = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        mask = torch.cat([torch.ones(width, pt, dtype=torch.bool), own], dim=1).to(dev)  # [L, pt+L], broadcast
         ctx = self._sdpa(*(x.transpose(1, 2) for x in (q, k, v)), mask=mask, causal=False).transpose(1, 2)
         keep = valid.reshape(-1).to(dev)
         out.index_copy_(0, idx.reshape(-1)[keep], ctx.reshape(-1, *query.shape[1:])[keep])
