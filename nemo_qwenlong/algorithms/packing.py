@@ -12,7 +12,8 @@ the split does not change the result.
 Packed micro-batches (`micro_batches_packed`, the THD layout of `algorithms.packed`) run the sum of
 their rows' padded lengths, not rows × longest, so they are filled first-fit by decreasing length:
 each row, longest first, joins the first micro-batch it still fits in. Shared-prompt micro-batches
-(`algorithms.shared_prompt`) are filled the same way with whole prompt groups as the items.
+(`algorithms.shared_prompt`) are filled the same way with prompt groups as the items (a group over
+the budget first split into sub-groups that fit, `shared_prompt.fitting_groups`).
 """
 
 from __future__ import annotations

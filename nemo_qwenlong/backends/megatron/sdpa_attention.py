@@ -9,11 +9,11 @@ query [sq, b, heads/TP, d], key/value [sk, b, groups/TP, d] in, context [sq, b, 
 Like Transformer Engine's attention, a causal layer ignores the `attention_mask` tensor (the mask
 type says it all), so callers need not build an [s, s] mask. Packed (THD) sequences
 (`algorithms.packed`; megatron hands query [t, heads/TP, d] and `PackedSeqParams`) are attended
-causally within each row, row by row (one batched call when every row has the same valid and
-padded length); a row's padding positions get zeros, as nothing reads them. Shared-prompt trees
-(`algorithms.shared_prompt`, handed as `SharedPromptParams`) attend each trunk causally and each
-branch to its trunk plus causally to itself (one batched call per tree when its branches have one
-length); `rope_at_positions` gives RoPE the layout's own position ids. TE stays the GPU path:
+causally within each row, one batched call per distinct row length; a row's padding positions get
+zeros, as nothing reads them. Shared-prompt trees (`algorithms.shared_prompt`, handed as
+`SharedPromptParams`) attend each trunk causally and each branch to its trunk plus causally to
+itself (one call per forked tree, its branches padded to the longest); `rope_at_positions` gives
+RoPE the layout's own position ids. TE stays the GPU path:
 context parallelism and attention dropout are refused here, with that message.
 """
 
