@@ -98,23 +98,11 @@ def attention_parity(tp: int, tied: bool) -> dict:
 
 
 def make_batch(vocab: int, with_old: bool = True, n: int = 8, seed: int = 5):
-    from nemo_qwenlong.algorithms.batch import RolloutBatch, pad_sequences
+    """megatron_policy_worker's rows at `vocab`, without old log-probs when `with_old` is False."""
+    from tests.backends.megatron_policy_worker import make_batch as policy_rows
 
-    g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(1, vocab, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(n)]
-    responses = [torch.randint(1, vocab, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
-                 for _ in range(n)]
-    prompt_ids, _ = pad_sequences(prompts)
-    response_ids, response_mask = pad_sequences(responses)
-    old = torch.where(response_mask, -5.0 + 0.3 * torch.randn(response_mask.shape, generator=g), 0.0)
-    return RolloutBatch(
-        group_ids=torch.arange(n) // 4, sample_ids=torch.arange(n), prompt_ids=prompt_ids,
-        prompt_lengths=torch.tensor([len(p) for p in prompts]), response_ids=response_ids,
-        response_mask=response_mask, truncated=torch.zeros(n, dtype=torch.bool), rewards=torch.zeros(n),
-        correct=torch.zeros(n, dtype=torch.bool), item_ids=tuple(str(i) for i in range(n)),
-        old_logprobs=old if with_old else None, advantages=torch.randn(n, generator=g),
-    )
+    batch = policy_rows(n=n, seed=seed, vocab=vocab)
+    return batch if with_old else batch.replace(old_logprobs=None)
 
 
 def policy(tp: int, hf, logprob_impl: str, padded_vocab_size: int | None = None, layout: str = "padded",

@@ -20,13 +20,15 @@ import torch.distributed as dist
 VOCAB, TEMP = 256, 0.7
 
 
-def make_batch(n: int = 8, seed: int = 5):
+def make_batch(n: int = 8, seed: int = 5, vocab: int = VOCAB):
+    """n random rows (prompts of 4-11 tokens, responses of 1-8) in groups of 4, with old and ref
+    log-probs and advantages; every rank draws the same rows from `seed`."""
     from nemo_qwenlong.algorithms.batch import RolloutBatch, pad_sequences
 
     g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(1, VOCAB, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist()
+    prompts = [torch.randint(1, vocab, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist()
                for _ in range(n)]
-    responses = [torch.randint(1, VOCAB, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+    responses = [torch.randint(1, vocab, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
                  for _ in range(n)]
     prompt_ids, _ = pad_sequences(prompts)
     response_ids, response_mask = pad_sequences(responses)

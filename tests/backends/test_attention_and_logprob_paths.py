@@ -5,6 +5,7 @@ launch; see megatron_attention_worker.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,15 @@ import pytest
 from tests.fixtures.vllm_server import free_port
 
 WORKER = Path(__file__).with_name("megatron_attention_worker.py")
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
 def report() -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            str(WORKER)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the worker shares megatron_policy_worker's rows
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ATTENTION ")]
     assert proc.returncode == 0 and lines, (proc.stdout[-3000:], proc.stderr[-5000:])
     return json.loads(lines[-1].removeprefix("ATTENTION "))
