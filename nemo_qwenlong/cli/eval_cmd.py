@@ -82,6 +82,10 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-concurrency", type=positive_int, default=20, metavar="N", help="judge calls in flight (released: 20)")
     p.add_argument("--judge-timeout-s", type=above(0.0), default=600.0,
                    help="per judge call (released: the OpenAI client's default, 600)")
+    p.add_argument("--docmath-extractor", choices=("rule", "judge"), default=None,
+                   help="how docmath_official finds the final answer: rule (the phrase after the last 'the answer "
+                   "is', as written) or judge (DocMath-Eval's extraction prompt asked of --judge-url); default: "
+                   "the schema's evaluation.docmath_extractor")
 
 
 class EvalError(Exception):
@@ -243,11 +247,20 @@ def _run_score(responses: Path, out: Path, args: argparse.Namespace, model_name:
     if out.is_file():
         raise EvalError(f"--output {out} is a file, not a folder")
     summary = score_and_report(responses, out, judge=_judge_cfg(args), model_name=model_name,
+                               docmath_extractor=args.docmath_extractor or _schema_docmath_extractor(),
                                progress=_progress(not args.no_progress, "score"))
     for s in summary:
         line = f"  {s['benchmark']:<12} n={s['n']:<5} qwenlong {s['qwenlong']:.1f}  strict {s['strict']:.1f}"
+        line += f"  docmath_official {s['docmath_official']:.1f}" if s.get("docmath_official") is not None else ""
+        line += f" ({s['docmath_extractor_failures']} extraction(s) failed)" if s.get("docmath_extractor_failures") else ""
         print(line + (f"  failures {s['failures']}" if s["failures"] else ""), flush=True)
     print(f"eval score: {out / 'report.md'}" + ("" if args.judge_url else " (no judge: rule scores only)"), flush=True)
+
+
+def _schema_docmath_extractor() -> str:
+    from nemo_qwenlong.config.pipeline import EvaluationConfig
+
+    return EvaluationConfig().docmath_extractor
 
 
 def _logging() -> None:
@@ -258,13 +271,20 @@ def _generate(args: argparse.Namespace) -> None:
     _run_generate(args)
 
 
+def _check_extractor(args: argparse.Namespace) -> None:
+    if args.docmath_extractor == "judge" and not args.judge_url:
+        raise EvalError("--docmath-extractor judge asks the judge endpoint: give --judge-url (or use rule)")
+
+
 def _score(args: argparse.Namespace) -> None:
     _logging()
+    _check_extractor(args)
     responses = Path(args.responses)
     _run_score(responses, Path(args.output), args, args.model_name or responses.parent.name)
 
 
 def _both(args: argparse.Namespace) -> None:
     _logging()
+    _check_extractor(args)
     responses = _run_generate(args)
     _run_score(responses, Path(args.output), args, Path(args.model).name)

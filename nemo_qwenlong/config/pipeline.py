@@ -224,3 +224,6 @@ class EvaluationConfig(Section):
     top_p: float = field(1.0, "nucleus sampling (the released eval: 0.95 at temperature 0.7)", gt=0, le=1)
     samples: int = field(1, "responses per item (avg@k)", ge=1)
     max_input_tokens: int = field(120_000, "middle-truncate longer prompts (the released cap)", ge=2)
+    docmath_extractor: Literal["rule", "judge"] = field(
+        "rule", "how docmath_official finds the final answer: rule (the phrase after the last 'the answer is', "
+        "as written) or judge (DocMath-Eval's extraction prompt asked of reward.judge; needs a judge)")

@@ -101,6 +101,9 @@ class RunConfig(Section):
                     f"rollout.max_new_tokens={self.rollout.max_new_tokens}"
                 )
         self._check_pipeline()
+        if self.evaluation.docmath_extractor == "judge" and self.reward.judge_when == "never":
+            raise ValueError("evaluation.docmath_extractor='judge' asks reward.judge, but reward.judge_when='never' "
+                             "(use docmath_extractor 'rule', or judge_when 'rule_fail'/'always')")
         p = self.parallelism
         model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
         world = self.cluster.nodes * self.cluster.gpus_per_node

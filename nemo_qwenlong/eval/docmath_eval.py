@@ -1,17 +1,25 @@
-"""DocMath-Eval's numeric answer check, behaviour for behaviour (yale-nlp/DocMath-Eval
-`utils/evaluation_utils.py` @ a175c0c; QwenLong-L1's `eval/docmath.py` carries a copy).
+"""DocMath-Eval's numeric answer check, behaviour for behaviour, and QwenLong-L1's copy of it.
 
-Both scorers share `normalize` (string clean-up, then a value) and `compare_two_numbers`; they differ
-in how they call them:
-- `official_get_acc(prediction, gold)` — DocMath-Eval: the prediction is normalised, the gold is the
-  dataset's number as it is; any exception scores 0.
-- `released_get_acc(prediction, gold)` (QwenLong-L1's eval) — both sides are normalised strings; nothing
-  is caught, so an exception means the released script lost the item (`ReleasedScoringError`).
+Sources read: yale-nlp/DocMath-Eval @ 5c9b9b44bb44ed4094dce03abaf2840b4c20c7c8 (`evaluation.py`
+`evaluate_cot_pred_file`, `utils/evaluation_utils.py` `extract_cot_answers`/`normalize`/`get_acc`/
+`compare_two_numbers`, `utils/openai_utils.py`); QwenLong-L1's `eval/docmath.py` carries a copy of
+`normalize`/`get_acc` with one change, 2-decimal instead of 3-decimal ceil rounding.
 
-The released `normalize` ends in `eval(text)`. Here `safe_expr.evaluate` stands in for it (see its
-docstring for the few places where it can differ); a failed evaluation gives 0, as the released
-`except Exception: prediction = 0` does. On the text the QwenLong-L1 extractor can produce
-(`-?[0-9.]+` after its prefix symbols) the two are identical.
+DocMath-Eval's chain-of-thought protocol: a language model extracts the final answer from the output
+(`eval.docmath_extract`), an extraction holding "none" (any case) scores 0, anything else goes through
+`get_acc` (normalise the text, compare with the numeric ground truth, every exception 0).
+- `official_cot_acc(extracted, gold)` — that protocol's verdict on an extracted answer.
+- `final_answer_phrase(text)` — the rule-based extractor: the phrase after the last "the answer is",
+  to the end of its sentence, as the model wrote it (what a faithful extractor returns).
+- `official_get_acc(prediction, gold)` — DocMath-Eval's `get_acc` (3-decimal rounding).
+- `released_get_acc(prediction, gold)` (QwenLong-L1's eval) — both sides are normalised strings, 2
+  decimals; nothing is caught, so an exception means the released script lost the item
+  (`ReleasedScoringError`).
+
+Both `normalize`s end in `eval(text)`. Here `safe_expr.evaluate` stands in for it (see its docstring for
+the few places where it can differ); a failed evaluation gives 0, as `except Exception: prediction = 0`
+does. On the text the QwenLong-L1 extractor can produce (`-?[0-9.]+` after its prefix symbols) the two
+are identical.
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ _OPTION = re.compile(r"\([a-d]\)")
 _ANSWER = re.compile(r"the answer is (\=?\≈?\`?\%?\$?\°?\£?\€?\¥?-?[0-9\.,]+)", re.IGNORECASE)
 _POWER_OF_TEN = re.compile(r"10\^(-?\d+)")
 TOLERANCE = 0.0015  # relative
-DECIMALS = 2  # ceil-rounding digits of the eval
+DECIMALS = 2  # ceil-rounding digits of QwenLong-L1's eval
+OFFICIAL_DECIMALS = 3  # DocMath-Eval's `round_up_to_decimal(v, 3)`
+_ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")  # "1.5" and "$1.5 million." keep their decimal point
 TRAINING_DECIMALS = 3  # QwenLong-L1's training reward
 
 
@@ -101,10 +112,31 @@ def extract_answer(text: str, *, strip_parens: bool = True) -> str | None:
     return match.group(1).replace(",", "").rstrip(".") if match else None
 
 
-def official_extract_answer(text: str) -> str:
-    """DocMath-Eval's `extract_answer`: as above, but the (mark-stripped) text itself when nothing matches."""
-    found = extract_answer(text)
-    return _strip_marks(text) if found is None else found
+def final_answer_phrase(text: str) -> str | None:
+    """The final answer as the model wrote it: after the **last** "the answer is" (any case), leading
+    white space and colons dropped, up to the end of its sentence (".", "!" or "?" before white space or
+    the end, or a line break); markdown `*` removed. None without an "the answer is"."""
+    starts = [m.end() for m in _ANSWER_IS.finditer(text)]
+    if not starts:
+        return None
+    rest = text[starts[-1]:].replace("*", "").lstrip(" \t\n:")
+    end = _SENTENCE_END.search(rest)
+    return (rest[: end.start()] if end else rest).strip()
+
+
+def is_none_answer(extracted: str) -> bool:
+    """DocMath-Eval's `"none" in pred.lower()`: such an extraction scores 0 (and counts as not executed)."""
+    return "none" in extracted.lower()
+
+
+def official_cot_acc(extracted: str, gold: Any) -> int:
+    """DocMath-Eval's CoT verdict on an extracted answer: 0 when it says "none", else `get_acc` against
+    `float(ground_truth)` (a gold that is no number scores 0 here; DocMath-Eval would stop)."""
+    try:
+        gold = float(gold)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if is_none_answer(extracted) else official_get_acc(extracted, gold)
 
 
 def _within(pred: float, gold: float) -> bool:
@@ -117,16 +149,17 @@ def _ceil_round(x: float, decimals: int) -> float:
     return math.ceil(x * factor) / factor
 
 
-def compare_two_numbers(p: Any, gold: Any, *, training: bool = False) -> bool:
-    """Numeric match: exact power-of-ten ratio, ×100/×1000/×100000 slips, equal ceil-rounded to two
-    decimals, or within 0.15 % (bools count as numbers here, as in Python). `training`: the released
-    training reward's variant (log10 v1 − log10 v2, three decimals, overflow scores False)."""
+def compare_two_numbers(p: Any, gold: Any, *, training: bool = False, decimals: int = DECIMALS) -> bool:
+    """Numeric match: exact power-of-ten ratio, ×100/×1000/×100000 slips, equal ceil-rounded to `decimals`
+    (QwenLong-L1's eval: 2, DocMath-Eval: 3), or within 0.15 % (bools count as numbers here, as in
+    Python). `training`: the released training reward's variant (log10 v1 − log10 v2, three decimals,
+    overflow scores False)."""
     if not isinstance(p, (int, float)):
         if isinstance(p, (list, bool, str, tuple, complex, dict)):
             return False
         raise ValueError(p)
     if not training:
-        return _compare(p, gold, decimals=DECIMALS, log_ratio=lambda a, b: math.log10(a / b))
+        return _compare(p, gold, decimals=decimals, log_ratio=lambda a, b: math.log10(a / b))
     try:
         return _compare(p, gold, decimals=TRAINING_DECIMALS, log_ratio=lambda a, b: math.log10(a) - math.log10(b))
     except OverflowError:
@@ -148,7 +181,7 @@ def _compare(p: Any, gold: Any, *, decimals: int, log_ratio: Any) -> bool:
     return _within(p, gold)
 
 
-def _acc(prediction: Any, gold: Any, *, training: bool = False) -> int:
+def _acc(prediction: Any, gold: Any, *, training: bool = False, decimals: int = DECIMALS) -> int:
     kind = type(gold).__name__
     if kind not in ("int", "float", "float64", "bool"):
         raise AssertionError(f"gold answer is a {kind}, not a number or bool")
@@ -156,13 +189,13 @@ def _acc(prediction: Any, gold: Any, *, training: bool = False) -> int:
         return 0
     if kind == "bool":
         return int(prediction == gold)
-    return int(compare_two_numbers(prediction, gold, training=training))
+    return int(compare_two_numbers(prediction, gold, training=training, decimals=decimals))
 
 
 def official_get_acc(prediction: str, gold: Any) -> int:
     """DocMath-Eval's `get_acc(prediction, gt)` (cot=True): 1/0, and 0 on any exception."""
     try:
-        return _acc(normalize(prediction), gold)
+        return _acc(normalize(prediction), gold, decimals=OFFICIAL_DECIMALS)
     except Exception:  # noqa: BLE001 - the official scorer scores every failure 0
         return 0
 

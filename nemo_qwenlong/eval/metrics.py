@@ -8,7 +8,7 @@
 | `f1` | LongBench `qa_f1_score` on the answer region as LongBench scores raw output (first line only for its first-line datasets), max over the gold answers | QA sets |
 | `f1_answer` | the same F1 on the extracted answer (text after the last "the answer is", any case), the region when there is none | QA sets |
 | `em` | normalised exact match of the extracted answer, any gold answer | QA sets |
-| `docmath_official` | DocMath-Eval's `extract_answer` then `get_acc` against the numeric gold | DocMath |
+| `docmath_official` | DocMath-Eval's CoT verdict: the final answer as written (rule path: the phrase after the last "the answer is" to the end of its sentence; judge path: the judge endpoint asked with DocMath-Eval's extraction prompt), 0 if it says "none", else its `get_acc` against the numeric gold | DocMath |
 
 "Answer region": the text after the last `</think>`, the whole response without one. A row may carry
 `prediction` (an answer another pipeline already extracted); then `f1`, `f1_answer`, `em` and
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_qwenlong.eval import released
-from nemo_qwenlong.eval.docmath_eval import official_extract_answer, official_get_acc
+from nemo_qwenlong.eval.docmath_eval import final_answer_phrase, official_cot_acc
 from nemo_qwenlong.eval.results import EvalInputError
 from nemo_qwenlong.rewards.extract import answer_region as strict_region
 from nemo_qwenlong.rewards.extract import extract_qa_answer
@@ -86,6 +86,7 @@ class RuleScores:
     values: dict[str, float]  # f1 / f1_answer / em / docmath_official
     released_answer_1: str | None
     strict_gold: str
+    docmath_answer: str | None = None  # what docmath_official scored (rule path)
 
 
 def rule_scores(row: Row) -> RuleScores:
@@ -96,11 +97,13 @@ def rule_scores(row: Row) -> RuleScores:
     gold = gold_answer(kind, row.answers[0])
     strict_rule, strict_pred = rule_score(kind, strict_region(response, require_think=False), gold,
                                           docmath_decimals=EVAL_DOCMATH_DECIMALS)
-    region = response.rsplit(released.THINK_END, 1)[-1] if released.THINK_END in response else response
+    region = answer_region(response)
     values: dict[str, float] = {}
+    docmath_answer = None
     if math:
-        answer = row.prediction if row.prediction is not None else official_extract_answer(region)
-        values["docmath_official"] = float(official_get_acc(answer, _numeric_gold(row.answers[0])))
+        phrase = final_answer_phrase(region)
+        docmath_answer = row.prediction if row.prediction is not None else (region if phrase is None else phrase)
+        values["docmath_official"] = float(official_cot_acc(docmath_answer, _numeric_gold(row.answers[0])))
     else:
         scored = row.prediction if row.prediction is not None else region
         answer = row.prediction if row.prediction is not None else (extract_qa_answer(region) or region)
@@ -108,7 +111,18 @@ def rule_scores(row: Row) -> RuleScores:
         values["f1_answer"] = qa_f1(answer, row.answers, dataset=row.benchmark)
         values["em"] = float(any(exact_match(answer, g) for g in row.answers))
     return RuleScores(released=rel, strict_pred=strict_pred, strict_rule=strict_rule, values=values,
-                      released_answer_1=released.judge_answer_1(response, rel.pred, math=math), strict_gold=gold)
+                      released_answer_1=released.judge_answer_1(response, rel.pred, math=math), strict_gold=gold,
+                      docmath_answer=docmath_answer)
+
+
+def answer_region(response: str) -> str:
+    """The text after the last `</think>`, the whole response without one."""
+    return response.rsplit(released.THINK_END, 1)[-1] if released.THINK_END in response else response
+
+
+def wants_docmath_extraction(row: Row) -> bool:
+    """A row whose `docmath_official` the judge path extracts (DocMath, generated, no given prediction)."""
+    return is_math(row.benchmark) and row.response is not None and row.prediction is None
 
 
 def _numeric_gold(text: str) -> Any:
@@ -128,8 +142,9 @@ class Verdict:
 
 
 def combine(row: Row, rules: RuleScores, released_judge: Verdict | None, strict_judge: Verdict | None,
-            *, judged: bool) -> dict[str, Any]:
-    """The output row of `scores.jsonl`; `judged`: a judge is configured (its verdicts may still be missing)."""
+            *, judged: bool, docmath_extraction: Any = None) -> dict[str, Any]:
+    """The output row of `scores.jsonl`; `judged`: a judge is configured (its verdicts may still be missing);
+    `docmath_extraction`: the judge path's `eval.docmath_extract.Extraction` (None: the rule path)."""
     if row.response is None:
         scores = {name: 0.0 for name in metric_names(row.benchmark, judged=judged)}
         return _out(row, scores, failure=f"generation: {row.error or 'failed'}", dropped=True, rules=rules,
@@ -150,8 +165,28 @@ def combine(row: Row, rules: RuleScores, released_judge: Verdict | None, strict_
             failures.append(f"{name}: {verdict.error}")
     if rel.error:
         failures.append(f"released scorer: {rel.error}")
-    return _out(row, scores, failure="; ".join(failures) or None, dropped=dropped, rules=rules,
-                released_judge=released_judge, strict_judge=strict_judge)
+    docmath = None
+    if "docmath_official" in scores:
+        scores["docmath_official"], docmath = _docmath_official(row, rules, docmath_extraction)
+        if docmath.get("extractor_error"):
+            failures.append(f"docmath extractor: {docmath['extractor_error']}")
+    out = _out(row, scores, failure="; ".join(failures) or None, dropped=dropped, rules=rules,
+               released_judge=released_judge, strict_judge=strict_judge)
+    return out | ({"docmath_official": docmath} if docmath is not None else {})
+
+
+def _docmath_official(row: Row, rules: RuleScores, extraction: Any) -> tuple[float, dict[str, Any]]:
+    """The judge path's verdict when its extraction came back, else the rule path's (an extractor failure
+    is named, so the report counts it)."""
+    rule = rules.values["docmath_official"]
+    detail: dict[str, Any] = {"extractor": "rule", "answer": rules.docmath_answer}
+    if extraction is None:
+        return rule, detail
+    if extraction.error is not None:
+        return rule, detail | {"extractor_error": extraction.error}
+    score = float(official_cot_acc(extraction.text, _numeric_gold(row.answers[0])))
+    return score, {"extractor": "judge", "answer": extraction.text, "replies": extraction.replies,
+                   "rule_answer": rules.docmath_answer, "rule_score": rule}
 
 
 def _verdict_json(v: Verdict | None) -> dict[str, Any] | None:

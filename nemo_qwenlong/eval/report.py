@@ -3,7 +3,9 @@
 Every score is given two ways: **all** (every row in the denominator; a failed generation scores 0,
 a failed judge call leaves the rule part) and **released** (rows the released scripts would have
 lost are dropped: failed generations, items whose judge call hit three 429s or whose scorer raised,
-as `*_verify.py` drops them). Scores are percentages, like Table 4.
+as `*_verify.py` drops them). Scores are percentages, like Table 4. `docmath_official` (DocMath-Eval's
+own protocol) stands beside `qwenlong`, never in its place; with the judge path, the rows whose extraction
+failed (scored by the rule path instead) are counted.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def _summary(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "released_dropped": len(rows) - len(kept), "truncated_inputs": sum(1 for r in rows if r.get("truncated")),
         "judged": any("judge" in r["scores"] for r in rows),
     }
+    docmath = [r["docmath_official"] for r in rows if isinstance(r.get("docmath_official"), dict)]
+    if docmath:
+        out["docmath_judge_extracted"] = sum(1 for d in docmath if d.get("extractor") == "judge")
+        out["docmath_extractor_failures"] = sum(1 for d in docmath if d.get("extractor_error"))
     for m in metrics:
         out[m] = _mean([r["scores"].get(m) or 0.0 for r in rows])
         out[f"{m}_released"] = _mean([r["scores"].get(m) or 0.0 for r in kept])
@@ -73,6 +79,7 @@ def markdown(summary: list[dict[str, Any]], *, model: str) -> str:
         n = f"{s['n']}" + (f" ({s['items']}×{s['samples']})" if s["samples"] > 1 else "")
         lines.append(f"| {s['benchmark']} | {n} | {s['failures']} | {s['released_dropped']} | {s['truncated_inputs']} | "
                      + " | ".join(cells) + " |")
+    lines += _docmath_notes(summary)
     seven = [s for s in summary if s["benchmark"] in paper.COLUMNS]
     if seven:
         lines += ["", "## Beside the paper (Table 4, max(EM-side, DeepSeek-V3 judge))", "",
@@ -87,6 +94,21 @@ def markdown(summary: list[dict[str, Any]], *, model: str) -> str:
         if len(seven) < len(paper.COLUMNS):
             lines.append(f"\n(avg over the {len(seven)} benchmarks evaluated here, not the paper's seven)")
     return "\n".join(lines) + "\n"
+
+
+def _docmath_notes(summary: list[dict[str, Any]]) -> list[str]:
+    """How `docmath_official` found its answers, and the judge-path extractions that failed."""
+    notes = []
+    for s in summary:
+        if "docmath_extractor_failures" not in s:
+            continue
+        how = (f"{s['docmath_judge_extracted']} answer(s) extracted by the judge endpoint (DocMath-Eval's prompt)"
+               if s["docmath_judge_extracted"] or s["docmath_extractor_failures"] else
+               "answers are the phrase after the last \"the answer is\" (rule path)")
+        failed = s["docmath_extractor_failures"]
+        notes.append(f"- {s['benchmark']}: `docmath_official`: {how}"
+                     + (f"; **{failed} extraction(s) failed** (those rows use the rule path)" if failed else ""))
+    return ["", "DocMath official (DocMath-Eval's protocol, beside `qwenlong`, never in its place):", *notes] if notes else []
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:

@@ -1,7 +1,8 @@
 """`eval score`: score a responses file into `scores.jsonl` (resumable), then write the report.
 
 Rows are scored in chunks: rule metrics first, then both judges over the chunk concurrently (the
-released protocol for every row, ours for rows with an extracted answer), then the chunk's lines are
+released protocol for every row, ours for rows with an extracted answer; with the judge path of
+`docmath_official`, DocMath-Eval's answer extraction for DocMath rows too), then the chunk's lines are
 appended. A re-run skips rows whose score line is complete. Judge verdicts are cached in
 `judge_cache.sqlite` beside the scores, so a re-run after a kill asks nothing twice.
 """
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from nemo_qwenlong.eval import released
-from nemo_qwenlong.eval.metrics import Row, RuleScores, Verdict, combine, rule_scores
+from nemo_qwenlong.eval.metrics import (Row, RuleScores, Verdict, answer_region, combine, rule_scores,
+                                        wants_docmath_extraction)
 from nemo_qwenlong.eval.results import EvalInputError, ResultsFile, read_jsonl
 
 SCORES_FILE = "scores.jsonl"
 CHUNK = 64
+DOCMATH_EXTRACTORS = ("rule", "judge")  # `docmath_official`'s answer extraction (config: evaluation.docmath_extractor)
 
 
 def row_key(obj: dict[str, Any]) -> str:
@@ -42,19 +45,27 @@ def load_rows(path: Path) -> list[Row]:
 
 @dataclass
 class Judges:
-    """The released-protocol judge and ours, over one OpenAI-compatible server."""
+    """The released-protocol judge and ours, over one OpenAI-compatible server; `extractor`: DocMath-Eval's
+    answer extraction over the same server (the judge path of `docmath_official`), or None."""
 
     released: Any  # rewards.judge.JudgeClient
     strict: Any
+    extractor: Any = None  # eval.docmath_extract.AnswerExtractor
 
     @classmethod
-    def build(cls, cfg: Any, out_dir: Path) -> "Judges":  # cfg: config.pipeline.JudgeConfig
+    def build(cls, cfg: Any, out_dir: Path, *, docmath_extractor: str) -> "Judges":  # cfg: JudgeConfig
         from nemo_qwenlong.rewards.judge import JudgeClient
 
-        return cls(JudgeClient(cfg, run_dir=out_dir, protocol=released.judge_protocol()),
-                   JudgeClient(cfg, run_dir=out_dir))
+        extractor = None
+        if docmath_extractor == "judge":
+            from nemo_qwenlong.eval.docmath_extract import AnswerExtractor
 
-    def ask(self, rows: Sequence[Row], rules: Sequence[RuleScores]) -> tuple[list[Verdict | None], list[Verdict | None]]:
+            extractor = AnswerExtractor(cfg)
+        return cls(JudgeClient(cfg, run_dir=out_dir, protocol=released.judge_protocol()),
+                   JudgeClient(cfg, run_dir=out_dir), extractor)
+
+    def ask(self, rows: Sequence[Row], rules: Sequence[RuleScores]) -> tuple[list, list, list]:
+        """(released verdicts, strict verdicts, DocMath extractions), one entry per row (None: not asked)."""
         from nemo_qwenlong.rewards.judge import JudgeRequest
 
         live = [i for i, r in enumerate(rows) if r.response is not None]
@@ -62,10 +73,21 @@ class Judges:
         strict_idx = [i for i in live if rules[i].strict_pred is not None]
         strict_requests = [JudgeRequest(rows[i].question, rules[i].strict_pred, rules[i].strict_gold) for i in strict_idx]
 
-        async def both():  # noqa: ANN202
-            return await asyncio.gather(self.released.judge_async(rel_requests), self.strict.judge_async(strict_requests))
+        extract_idx = [i for i, r in enumerate(rows) if self.extractor is not None and wants_docmath_extraction(r)]
 
-        rel_out, strict_out = asyncio.run(both())
+        async def every():  # noqa: ANN202
+            asked = [self.released.judge_async(rel_requests), self.strict.judge_async(strict_requests)]
+            if extract_idx:
+                from nemo_qwenlong.eval.docmath_extract import ExtractionRequest
+
+                asked.append(self.extractor.extract_async(
+                    [ExtractionRequest(rows[i].question, answer_region(rows[i].response or "")) for i in extract_idx]))
+            return await asyncio.gather(*asked)
+
+        rel_out, strict_out, *extract_out = asyncio.run(every())
+        extractions: list[Any] = [None] * len(rows)
+        for i, e in zip(extract_idx, extract_out[0] if extract_out else []):
+            extractions[i] = e
         rel: list[Verdict | None] = [None] * len(rows)
         strict: list[Verdict | None] = [None] * len(rows)
         for i, o in zip(live, rel_out):
@@ -75,7 +97,7 @@ class Judges:
         for i in live:  # asked of the released judge but not of ours (no extracted answer): our judge says no
             if strict[i] is None:
                 strict[i] = Verdict(False, None)
-        return rel, strict
+        return rel, strict, extractions
 
     def close(self) -> None:
         self.released.close()
@@ -94,10 +116,11 @@ def score_rows(rows: list[Row], out_dir: Path, *, judges: Judges | None,
         chunk = todo[start:start + CHUNK]
         rules = [rule_scores(r) for r in chunk]
         if judges is None:
-            verdicts: tuple[list, list] = ([None] * len(chunk), [None] * len(chunk))
+            verdicts: tuple[list, list, list] = ([None] * len(chunk), [None] * len(chunk), [None] * len(chunk))
         else:
             verdicts = judges.ask(chunk, rules)
-        results.append(combine(r, s, rv, sv, judged=judges is not None) for r, s, rv, sv in zip(chunk, rules, *verdicts))
+        results.append(combine(r, s, rv, sv, judged=judges is not None, docmath_extraction=ex)
+                       for r, s, rv, sv, ex in zip(chunk, rules, *verdicts))
         if tick is not None:
             tick(len(chunk))
     latest = {s["key"]: s for s in results.rows()}  # a later line for a key replaces an earlier one

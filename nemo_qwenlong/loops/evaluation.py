@@ -45,7 +45,8 @@ def evaluate_model(engine: Any, tokenizer: Any, items: list[EvalItem], out_dir: 
                            max_input_tokens=ev.max_input_tokens)
     generate(items, out_dir, InProcessEngine(engine, tokenizer), tokenizer, opts)
     judge = cfg.reward.judge if cfg.reward.judge_when != "never" else None
-    return score_and_report(out_dir / RESPONSES_FILE, out_dir, judge=judge, model_name=model_name)
+    return score_and_report(out_dir / RESPONSES_FILE, out_dir, judge=judge, model_name=model_name,
+                            docmath_extractor=ev.docmath_extractor)
 
 
 def overall(summary: list[dict[str, Any]], metric: str) -> float:
