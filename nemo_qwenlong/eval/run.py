@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,11 @@ from nemo_qwenlong.eval.score import Judges, load_rows, score_rows
 
 
 def score_and_report(responses: Path, out_dir: Path, *, judge: Any, model_name: str,
+                     benchmarks: Collection[str] | None = None,
                      progress: Callable[..., Callable[..., None]] | None = None) -> list[dict[str, Any]]:
-    """`judge`: a config.pipeline.JudgeConfig, or None for rule scores only. Returns the per-benchmark summary."""
-    rows = load_rows(responses)
+    """`judge`: a config.pipeline.JudgeConfig, or None for rule scores only; `benchmarks`: score only
+    these benchmarks' rows (default: every row). Returns the per-benchmark summary."""
+    rows = load_rows(responses, benchmarks)
     out_dir.mkdir(parents=True, exist_ok=True)
     judges = Judges.build(judge, out_dir) if judge is not None else None
     try:
