@@ -106,7 +106,8 @@ def bench_generate(items: int, cap: int) -> dict:
         counts = generate(data, Path(tmp) / "out", InProcessEngine(engine, tok), tok, opts)
         elapsed = time.perf_counter() - t1
         rows = [json.loads(x) for x in (Path(tmp) / "out" / "responses.jsonl").read_text().splitlines()]
-        summary = score_and_report(Path(tmp) / "out" / "responses.jsonl", Path(tmp) / "out", judge=None, model_name="tiny")
+        summary = score_and_report(Path(tmp) / "out" / "responses.jsonl", Path(tmp) / "out", judge=None, model_name="tiny",
+                                   docmath_extractor="rule")
     sent = sum(min(r["input_tokens"], cap) for r in rows)
     return {"what": f"eval generate, LEval smoke ({items} docs, cap {cap} tokens)", "items": len(rows),
             "engine_start_s": round(started, 1), "seconds": round(elapsed, 1), "items_per_s": round(len(rows) / elapsed, 3),

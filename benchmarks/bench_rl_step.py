@@ -57,6 +57,12 @@ OVERRIDES = ["model.tiny.hidden_size=128", "model.tiny.intermediate_size=256", "
 PROMPTS = 8
 
 
+def even_share(response_ids, mask):  # noqa: ANN001, ANN201 - torch tensors; torch is imported late
+    """Stand-in reward per row: the share of valid response tokens with an even id (0 for empty rows)."""
+    even = ((response_ids % 2 == 0) & mask).sum(1).float()
+    return even / mask.sum(1).clamp(min=1).float()
+
+
 def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False, layout: str = "padded") -> dict:
     import torch
 
@@ -67,7 +73,6 @@ def one_length(prompt_tokens: int, steps: int, work: Path, profile: bool = False
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
     from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
     from nemo_qwenlong.config import load_config
-    from nemo_qwenlong.demo.llm_stack import even_share
     from nemo_qwenlong.loops.rl import probe
     from nemo_qwenlong.rollout.generator import SamplingSettings, to_rollout_batch
     from nemo_qwenlong.rollout.refit import refit_and_check
@@ -165,7 +170,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from nemo_qwenlong.backends.megatron.parallel import init_parallel
-    from nemo_qwenlong.cli.common import quiet_backends
+    from nemo_qwenlong.logs import quiet_backends
 
     quiet_backends()
     init_parallel(tensor_parallel=1)

@@ -15,15 +15,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from nemo_qwenlong.algorithms.packed import PackedLayout
-
 PAD = 0
+
+
+class TokenLayout(Protocol):
+    """What moving values between the response layout and a token layout reads: `SequenceLayout`
+    ([B, S]) and the one-row layouts (`packed.PackedLayout`, `shared_prompt.SharedPromptLayout`, [1, T])."""
+
+    @property
+    def tokens(self) -> Tensor: ...
+
+    @property
+    def response_mask(self) -> Tensor: ...
+
+    @property
+    def flat_slots(self) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,7 @@ def join_rows(prompt_ids: Tensor, prompt_lengths: Tensor, response_ids: Tensor, 
     return SequenceLayout(tokens, col.expand(b, width).clone(), targets, slots, response_mask.clone(), lengths)
 
 
-def to_sequence_layout(values: Tensor, layout: "SequenceLayout | PackedLayout", fill: float = 0) -> Tensor:
+def to_sequence_layout(values: Tensor, layout: TokenLayout, fill: float = 0) -> Tensor:
     """[B, R] response-layout values -> the layout's token shape ([B, S] padded, [1, T] packed) at
     their scoring positions (`fill` elsewhere)."""
     out = torch.full((layout.tokens.numel(),), fill, dtype=values.dtype, device=values.device)
@@ -134,7 +145,7 @@ def to_sequence_layout(values: Tensor, layout: "SequenceLayout | PackedLayout", 
     return out.view(layout.tokens.shape)
 
 
-def to_response_layout(values: Tensor, layout: "SequenceLayout | PackedLayout", fill: float = 0) -> Tensor:
+def to_response_layout(values: Tensor, layout: TokenLayout, fill: float = 0) -> Tensor:
     """Token-shaped values ([B, S] or [1, T]) -> [B, R] (`fill` where the response mask is False).
     Differentiable."""
     picked = values.reshape(-1)[layout.flat_slots.to(values.device)]

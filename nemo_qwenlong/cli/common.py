@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
 from nemo_qwenlong.config import RunConfig, load_config
-
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "conf"  # the project's conf/, wherever the command runs
-
-
-def packaged_recipe(name: str) -> str:
-    """A recipe shipped in the project's conf/ folder, found independently of the working directory."""
-    return str(RECIPES_DIR / name)
 
 
 def at_least(minimum: float, kind: Callable[[str], float] = int) -> Callable[[str], float]:
@@ -57,10 +49,9 @@ def file_stem(text: str) -> str:
     return text
 
 
-def add_config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", "-c", default=default, metavar="YAML",
-        help="recipe file (inherits through its `defaults:` key)" + (f"; default {default}" if default else ""),
+        "--config", "-c", metavar="YAML", help="recipe file (inherits through its `defaults:` key)",
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
@@ -71,15 +62,3 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = None)
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, args.overrides)
 
-
-def quiet_backends() -> None:
-    """Silence the start-up chatter of megatron-core, torch DCP and vLLM (absent TE/Apex, deprecations,
-    per-module INFO lines) so a command's own progress lines stay readable. Errors still show."""
-    import logging
-    import os
-    import warnings
-
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    for category in (UserWarning, FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(megatron|torch\.distributed|vllm)")
-    logging.getLogger("megatron").setLevel(logging.ERROR)

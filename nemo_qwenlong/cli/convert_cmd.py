@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from nemo_qwenlong.cli.common import above, non_negative_int, positive_int, quiet_backends
+from nemo_qwenlong.cli.common import above, non_negative_int, positive_int
+from nemo_qwenlong.logs import quiet_backends
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -2,7 +2,8 @@
 
 `eval generate` writes responses, `eval score` scores a responses file, and `eval` alone does both
 (generate into OUTPUT, score and report into the same folder). Everything resumes: re-run the same
-command after a kill.
+command after a kill. `script_main` runs the top-level `eval/<benchmark>.py` and
+`eval/<benchmark>_verify.py` scripts (QwenLong-L1's names) over the same steps.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nemo_qwenlong.cli.common import above, at_least, positive_int
+from nemo_qwenlong.cli.errors import run_command
 
 DEFAULT_BENCHMARKS = "docmath,frames,2wikimqa,hotpotqa,musique,narrativeqa,qasper"
 
@@ -26,12 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _generate_args(g)
     g.set_defaults(handler=_generate, anticipated=_anticipated())
     s = steps.add_parser("score", help="score a responses file (scores.jsonl, report.md, results.jsonl, plots)")
-    s.add_argument("--responses", required=True, metavar="FILE.jsonl",
-                   help='rows {"id", "benchmark", "response", "answers": [...], "question"} (eval generate writes them)')
-    s.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for scores.jsonl and the report")
-    s.add_argument("--model-name", default=None, help="model name for the report (default: the responses' folder name)")
-    _judge_args(s)
-    _common_args(s)
+    s.add_argument("--benchmarks", metavar="LIST", type=_names, dest="score_benchmarks",
+                   help="comma-separated benchmark names: score only their rows (default: every row)")
+    _score_args(s)
     s.set_defaults(handler=_score, anticipated=_anticipated())
     _generate_args(p)
     _judge_args(p)
@@ -42,10 +42,28 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS, metavar="LIST",
-                   help=f"comma-separated: {DEFAULT_BENCHMARKS} (default: all seven), NAME=PATH.jsonl or PATH.jsonl "
-                   "(LongBench record layout)")
+def _names(text: str) -> list[str]:
+    """An argparse `type=` for `a,b,c` (benchmark names as the responses' `benchmark` field spells them)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated benchmark names, e.g. docmath,frames; got {text!r}")
+    return names
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--responses", required=True, metavar="FILE.jsonl",
+                   help='rows {"id", "benchmark", "response", "answers": [...], "question"} (eval generate writes them)')
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for scores.jsonl and the report")
+    p.add_argument("--model-name", default=None, help="model name for the report (default: the responses' folder name)")
+    _judge_args(p)
+    _common_args(p)
+
+
+def _generate_args(p: argparse.ArgumentParser, *, benchmarks: bool = True) -> None:
+    if benchmarks:  # the per-benchmark scripts (eval/<benchmark>.py) fix it
+        p.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS, metavar="LIST",
+                       help=f"comma-separated: {DEFAULT_BENCHMARKS} (default: all seven), NAME=PATH.jsonl or "
+                       "PATH.jsonl (LongBench record layout)")
     p.add_argument("--model", metavar="HF_DIR", help="HF model folder (tokenizer and, unless --server-url, the model to serve)")
     p.add_argument("--data-dir", metavar="DIR", help="the released eval data (docmath/, frames/, longbench/data/)")
     p.add_argument("--output", "-o", metavar="DIR", help="output folder (responses.jsonl, then scores and report)")
@@ -239,14 +257,15 @@ def _judge_cfg(args: argparse.Namespace) -> Any:
                        concurrency=args.judge_concurrency, timeout_s=args.judge_timeout_s)
 
 
-def _run_score(responses: Path, out: Path, args: argparse.Namespace, model_name: str) -> None:
+def _run_score(responses: Path, out: Path, args: argparse.Namespace, model_name: str,
+               benchmarks: list[str] | None = None) -> None:
     from nemo_qwenlong.eval.run import score_and_report
 
     if not responses.is_file():
         raise EvalError(f"--responses {responses}: file not found")
     if out.is_file():
         raise EvalError(f"--output {out} is a file, not a folder")
-    summary = score_and_report(responses, out, judge=_judge_cfg(args), model_name=model_name,
+    summary = score_and_report(responses, out, judge=_judge_cfg(args), model_name=model_name, benchmarks=benchmarks,
                                docmath_extractor=args.docmath_extractor or _schema_docmath_extractor(),
                                progress=_progress(not args.no_progress, "score"))
     for s in summary:
@@ -280,7 +299,7 @@ def _score(args: argparse.Namespace) -> None:
     _logging()
     _check_extractor(args)
     responses = Path(args.responses)
-    _run_score(responses, Path(args.output), args, args.model_name or responses.parent.name)
+    _run_score(responses, Path(args.output), args, args.model_name or responses.parent.name, args.score_benchmarks)
 
 
 def _both(args: argparse.Namespace) -> None:
@@ -288,3 +307,41 @@ def _both(args: argparse.Namespace) -> None:
     _check_extractor(args)
     responses = _run_generate(args)
     _run_score(responses, Path(args.output), args, Path(args.model).name)
+
+
+# ---- the released script layout: eval/<benchmark>.py (generate) and eval/<benchmark>_verify.py (score) --
+
+SCRIPT_STEPS = ("generate", "verify")
+
+
+def script_parser(benchmark: str, step: str) -> argparse.ArgumentParser:
+    """The parser of the top-level `eval/<benchmark>.py` (step "generate") or `eval/<benchmark>_verify.py`
+    (step "verify"): QwenLong-L1's script names over `eval generate` / `eval score` for one benchmark."""
+    names = DEFAULT_BENCHMARKS.split(",")
+    if benchmark not in names or step not in SCRIPT_STEPS:
+        raise ValueError(f"no eval script for benchmark {benchmark!r}, step {step!r}: benchmarks are "
+                         f"{', '.join(names)}; steps are {', '.join(SCRIPT_STEPS)}")
+    if step == "generate":
+        prog = f"eval/{benchmark}.py"
+        p = argparse.ArgumentParser(prog=prog, description=(
+            f"Generate responses for the {benchmark} benchmark into OUTPUT/responses.jsonl (resumable: re-run after "
+            f"a kill). The same as `nemo-qwenlong eval generate --benchmarks {benchmark}`; score the responses "
+            f"with eval/{benchmark}_verify.py. See docs/eval.md."))
+        _generate_args(p, benchmarks=False)
+        p.set_defaults(handler=_generate, benchmarks=benchmark)
+    else:
+        prog = f"eval/{benchmark}_verify.py"
+        p = argparse.ArgumentParser(prog=prog, description=(
+            f"Score the {benchmark} rows of a responses file (eval/{benchmark}.py writes OUTPUT/responses.jsonl): "
+            "the rule metrics and, with --judge-url, the LLM judge, under the released protocol and ours; writes "
+            "scores.jsonl, report.md and results.jsonl into --output (resumable). The same as "
+            f"`nemo-qwenlong eval score --benchmarks {benchmark}`. See docs/eval.md."))
+        _score_args(p)
+        p.set_defaults(handler=_score, score_benchmarks=[benchmark])
+    p.set_defaults(command=prog, anticipated=_anticipated())
+    return p
+
+
+def script_main(benchmark: str, step: str, argv: Sequence[str] | None = None) -> int:
+    """Run one `eval/` script under the CLI's error convention (`eval/<script>.py error: ...`, exit 2)."""
+    return run_command(script_parser(benchmark, step).parse_args(argv))

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from nemo_qwenlong import __version__
-from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, demo_cmd, eval_cmd, launch_cmd, plan_cmd, run_cmd
+from nemo_qwenlong.cli import config_cmd, convert_cmd, data_cmd, eval_cmd, launch_cmd, plan_cmd, run_cmd
 from nemo_qwenlong.cli.errors import run_command
 
-SUBCOMMANDS = (run_cmd, eval_cmd, config_cmd, convert_cmd, data_cmd, demo_cmd, plan_cmd, launch_cmd)
+SUBCOMMANDS = (run_cmd, eval_cmd, config_cmd, convert_cmd, data_cmd, plan_cmd, launch_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from nemo_qwenlong.data.prompt import build_prompt, document_from_prompt
+from nemo_qwenlong.data.kind import route
+from nemo_qwenlong.data.prompt import build_prompt, document_from_prompt, question_from_prompt
 from nemo_qwenlong.data.schema import (
     DataError,
     DataValidationError,
@@ -25,8 +26,6 @@ from nemo_qwenlong.data.schema import (
     RowError,
 )
 from nemo_qwenlong.fsio import atomic_write_parquet
-from nemo_qwenlong.rewards.extract import question_from_prompt
-from nemo_qwenlong.rewards.routing import route
 
 EvalLayout = Literal["docmath", "frames", "longbench"]
 RowParser = Callable[[dict[str, Any], int, str], DocQAItem]

@@ -18,6 +18,7 @@ from nemo_qwenlong.fsio import atomic_write_text
 
 QA_FORMAT = 'Format your response as follows: "Therefore, the answer is (insert answer here)".'
 CHOICE_FORMAT = 'Format your response as follows: "The correct answer is (insert answer here)".'
+FORMAT_LINE_START = "Format your response as follows:"  # both format lines begin so
 TEMPLATE = "Please read the following text and answer the question below.\n\n<text>\n{document}\n</text>\n\n{question}\n\n{format}"
 
 
@@ -33,6 +34,17 @@ def document_from_prompt(prompt: str) -> str | None:
     if start < 0 or end < start:
         return None
     return prompt[start + len("<text>"):end].strip()
+
+
+def question_from_prompt(prompt: str) -> str:
+    """The question between the first `</text>` and `Format your response as follows:` (spec §2.1); the
+    whole prompt, stripped, when it has no `</text>`."""
+    start = prompt.find("</text>")
+    if start < 0:
+        return prompt.strip()
+    body = prompt[start + len("</text>"):]
+    end = body.find(FORMAT_LINE_START)
+    return (body if end < 0 else body[:end]).strip()
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nemo_qwenlong.rewards.routing import Kind, route
+from nemo_qwenlong.data.kind import Kind, route
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +12,17 @@ from nemo_qwenlong.eval.score import DOCMATH_EXTRACTORS, Judges, load_rows, scor
 
 
 def score_and_report(responses: Path, out_dir: Path, *, judge: Any, model_name: str, docmath_extractor: str,
+                     benchmarks: Collection[str] | None = None,
                      progress: Callable[..., Callable[..., None]] | None = None) -> list[dict[str, Any]]:
     """`judge`: a config.pipeline.JudgeConfig, or None for rule scores only; `docmath_extractor`: "rule" or
-    "judge" (evaluation.docmath_extractor). Returns the per-benchmark summary."""
+    "judge" (evaluation.docmath_extractor); `benchmarks`: score only these benchmarks' rows (default: every
+    row). Returns the per-benchmark summary."""
     if docmath_extractor not in DOCMATH_EXTRACTORS:
         raise EvalInputError(f"docmath_extractor {docmath_extractor!r}: accepted are {', '.join(DOCMATH_EXTRACTORS)}")
     if docmath_extractor == "judge" and judge is None:
         raise EvalInputError("docmath_extractor 'judge' asks the judge endpoint, and no judge is configured "
                              "(give --judge-url, or use --docmath-extractor rule)")
-    rows = load_rows(responses)
+    rows = load_rows(responses, benchmarks)
     out_dir.mkdir(parents=True, exist_ok=True)
     judges = Judges.build(judge, out_dir, docmath_extractor=docmath_extractor) if judge is not None else None
     try:

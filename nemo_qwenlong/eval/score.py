@@ -10,7 +10,7 @@ appended. A re-run skips rows whose score line is complete. Judge verdicts are c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ def row_key(obj: dict[str, Any]) -> str:
     return f"{obj['benchmark']}/{obj['id']}/{obj.get('sample', 0)}"
 
 
-def load_rows(path: Path) -> list[Row]:
-    """The responses file as `Row`s; a bad row raises EvalInputError naming the file and line.
+def load_rows(path: Path, benchmarks: Collection[str] | None = None) -> list[Row]:
+    """The responses file as `Row`s (only those of `benchmarks` when given); a bad row raises
+    EvalInputError naming the file and line.
 
     A later line for the same benchmark/id/sample replaces an earlier one (a retried generation)."""
     rows: dict[str, Row] = {}
@@ -40,7 +41,14 @@ def load_rows(path: Path) -> list[Row]:
         rows[row.extra["key"]] = row
     if not rows:
         raise EvalInputError(f"{path}: no rows to score")
-    return list(rows.values())
+    if benchmarks is None:
+        return list(rows.values())
+    kept = [r for r in rows.values() if r.benchmark in benchmarks]
+    if not kept:
+        held = sorted({r.benchmark for r in rows.values()})
+        raise EvalInputError(f"{path}: no rows of {', '.join(sorted(benchmarks))} to score; it holds "
+                             f"{', '.join(held)}")
+    return kept
 
 
 @dataclass

@@ -204,7 +204,7 @@ class Run:
     def start(self) -> None:
         from nemo_qwenlong.backends.megatron.parallel import init_parallel
         from nemo_qwenlong.ports import free_port
-        from nemo_qwenlong.cli.common import quiet_backends
+        from nemo_qwenlong.logs import quiet_backends
 
         quiet_backends()
         self._check_supported()

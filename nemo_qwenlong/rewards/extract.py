@@ -24,7 +24,6 @@ THINK_END = "</think>"
 SPECIAL_TOKENS = ("<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<|im_end|>", "<|endoftext|>")
 _QA_PHRASE = re.compile(r"the answer is", re.IGNORECASE)
 _CHOICE = re.compile(r"the correct answer is\s*(?:\(\s*([A-D])\s*\)|([A-D])\b)", re.IGNORECASE)
-_QUESTION_START, _QUESTION_END = "</text>", "Format your response as follows:"
 
 
 def strip_special_tokens(text: str) -> str:
@@ -69,13 +68,3 @@ def extract_choice(text: str | None) -> str | None:
         return None
     last = matches[-1]
     return (last.group(1) or last.group(2)).upper()
-
-
-def question_from_prompt(prompt: str) -> str:
-    """The question between the first `</text>` and `Format your response as follows:` (spec §2.1)."""
-    start = prompt.find(_QUESTION_START)
-    if start < 0:
-        return prompt.strip()
-    body = prompt[start + len(_QUESTION_START):]
-    end = body.find(_QUESTION_END)
-    return (body if end < 0 else body[:end]).strip()

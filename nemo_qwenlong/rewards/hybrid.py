@@ -20,7 +20,7 @@ from typing import Literal
 from nemo_qwenlong.config.pipeline import RewardConfig
 from nemo_qwenlong.rewards.extract import answer_region, extract_choice, extract_qa_answer
 from nemo_qwenlong.rewards.judge import JudgeClient, JudgeCounters, JudgeRequest
-from nemo_qwenlong.rewards.routing import Kind, route
+from nemo_qwenlong.data.kind import Kind, route
 from nemo_qwenlong.rewards.rule import choice_match, docmath_match, extract_math_answer, sub_exact_match
 
 log = logging.getLogger(__name__)

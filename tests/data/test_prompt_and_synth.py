@@ -1,4 +1,4 @@
-"""Template text (exact), token-length cache, synthetic generator."""
+"""Template text (exact), question cutting, token-length cache, synthetic generator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_qwenlong.data.prompt import build_prompt, prompt_lengths, templated_length
+from nemo_qwenlong.data.prompt import build_prompt, prompt_lengths, question_from_prompt, templated_length
 from nemo_qwenlong.data.synth import KINDS, synth_item, synth_items
 from nemo_qwenlong.rewards.hybrid import HybridReward, RewardItem
 
@@ -79,3 +79,11 @@ def test_synth_gold_is_answerable_from_the_document() -> None:
 def test_synth_rejects_bad_ranges() -> None:
     with pytest.raises(ValueError, match="min_tokens <= max_tokens"):
         list(synth_items(3, min_tokens=500, max_tokens=100, seed=1))
+
+
+def test_question_cut_from_prompt() -> None:
+    prompt = ("Please read the following text and answer the question below.\n\n<text>\nDoc </text> inside\n</text>"
+              "\n\nWho won?\n\nFormat your response as follows: \"Therefore, the answer is (insert answer here)\".")
+    # between the FIRST </text> and the format line (released behaviour)
+    assert question_from_prompt(prompt) == "inside\n</text>\n\nWho won?"
+    assert question_from_prompt("plain question") == "plain question"

@@ -206,6 +206,29 @@ def test_resume_never_refuses_an_existing_run(tmp_path: Path) -> None:
     assert res.returncode == 2 and "already holds a run" in res.stderr
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only refusal")
+def test_a_cluster_recipe_is_refused_on_a_cpu_machine_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    recipe = REPO / "conf" / "qwenlong-l1" / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml"
+    res = subprocess.run([sys.executable, "-m", "nemo_qwenlong.cli.main", "run", str(recipe), "--output", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stderr.startswith("run error: dapo-r1distill32b-2stage is a GPU recipe") and "no CUDA device" in res.stderr
+    assert not out.exists()
+
+
+def test_secrets_in_a_url_and_an_env_var_never_reach_the_run_directory(tmp_path: Path) -> None:
+    url_key, env_key = "sk-urlsecret12345678", "sk-envsecret12345678"
+    out = tmp_path / "run"
+    res = run_cli(out, *SMALL, "pipeline=[data]", f"reward.judge.base_url=https://user:{url_key}@judge.example/v1",
+                  f"cluster.env_vars.EXTRA_HEADER=Bearer {env_key}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    written = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert written and url_key not in written and env_key not in written and "user:" not in written
+    assert url_key not in res.stdout + res.stderr and env_key not in res.stdout + res.stderr
+    assert "https://<redacted>@judge.example/v1" in (out / "config.yaml").read_text()
+
+
 def test_judge_in_the_loop(tmp_path: Path, judge_server) -> None:  # noqa: ANN001
     """The real vLLM judge server (scripted: every verdict YES) in 2 RL steps after a short SFT: it
     is asked only for rule failures; a step rerun after a resume is answered from the SQLite cache;

@@ -1,4 +1,4 @@
-"""Answer extraction: think region, QA phrase, numbers, choices, question cutting."""
+"""Answer extraction: think region, QA phrase, numbers, choices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from nemo_qwenlong.rewards.extract import (
     answer_region,
     extract_choice,
     extract_qa_answer,
-    question_from_prompt,
 )
 from nemo_qwenlong.rewards.rule import extract_math_answer
 
@@ -41,14 +40,6 @@ def test_choice_letter() -> None:
     assert extract_choice("the correct answer is (A) ... no, The correct answer is (D).") == "D"
     assert extract_choice("The correct answer is E") is None
     assert extract_choice(None) is None
-
-
-def test_question_cut_from_prompt() -> None:
-    prompt = ("Please read the following text and answer the question below.\n\n<text>\nDoc </text> inside\n</text>"
-              "\n\nWho won?\n\nFormat your response as follows: \"Therefore, the answer is (insert answer here)\".")
-    # between the FIRST </text> and the format line (released behaviour)
-    assert question_from_prompt(prompt) == "inside\n</text>\n\nWho won?"
-    assert question_from_prompt("plain question") == "plain question"
 
 
 @pytest.mark.parametrize("text", ["\udcff\udcfe the answer is Paris", "x" * 200_000 + " the answer is Paris"])

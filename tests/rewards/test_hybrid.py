@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_qwenlong.rewards.hybrid import HybridReward, RewardItem, route
+from nemo_qwenlong.data.kind import route
+from nemo_qwenlong.rewards.hybrid import HybridReward, RewardItem
 
 
 def _reward(**kw) -> HybridReward:

@@ -1,4 +1,5 @@
-"""Which scorer an item gets, from its `data_source` (spec §1.1). No heavy imports: data loaders use it."""
+"""An item's kind (qa, math, choice), from its `data_source` (spec §1.1): the data validates it, the reward
+routes on it (`rewards.hybrid` picks the scorer by kind). Pure Python."""
 
 from __future__ import annotations
 

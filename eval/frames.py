@@ -1,0 +1,11 @@
+"""Frames: generate responses. Same as `nemo-qwenlong eval generate --benchmarks frames` (docs/eval.md).
+
+Usage: python eval/frames.py --model HF_DIR --data-dir DIR --output OUT [--server-url URL ...]; then eval/frames_verify.py.
+"""
+
+import sys
+
+from nemo_qwenlong.cli.eval_cmd import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("frames", "generate"))

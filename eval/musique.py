@@ -1,0 +1,11 @@
+"""MuSiQue: generate responses. Same as `nemo-qwenlong eval generate --benchmarks musique` (docs/eval.md).
+
+Usage: python eval/musique.py --model HF_DIR --data-dir DIR --output OUT [--server-url URL ...]; then eval/musique_verify.py.
+"""
+
+import sys
+
+from nemo_qwenlong.cli.eval_cmd import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("musique", "generate"))

@@ -1,0 +1,11 @@
+"""MuSiQue: score responses. Same as `nemo-qwenlong eval score --benchmarks musique` (docs/eval.md).
+
+Usage: python eval/musique_verify.py --responses OUT/responses.jsonl --output OUT [--judge-url URL --judge-model NAME]
+"""
+
+import sys
+
+from nemo_qwenlong.cli.eval_cmd import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("musique", "verify"))

@@ -1,0 +1,11 @@
+"""Qasper: generate responses. Same as `nemo-qwenlong eval generate --benchmarks qasper` (docs/eval.md).
+
+Usage: python eval/qasper.py --model HF_DIR --data-dir DIR --output OUT [--server-url URL ...]; then eval/qasper_verify.py.
+"""
+
+import sys
+
+from nemo_qwenlong.cli.eval_cmd import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("qasper", "generate"))
