@@ -95,7 +95,8 @@ def schedule_steps(cfg: Any, phase: str, phase_steps: int) -> int:
 
 
 def build_policy(cfg: Any, files: ModelFiles, *, phase: str, phase_steps: int):  # noqa: ANN201
-    """The phase's policy; `phase_steps` in the phase's own steps (SFT or RL), converted by `schedule_steps`."""
+    """The phase's policy. `phase_steps`: in the phase's own steps (SFT or RL); `schedule_steps`
+    turns them into the optimiser steps its LR schedule spans."""
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
 
     return MegatronPolicy.from_run_config(cfg, files.manifest["hf_config"], phase=phase,

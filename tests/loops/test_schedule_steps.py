@@ -13,7 +13,8 @@ from nemo_qwenlong.backends.megatron.optim import LocalAdamW
 from nemo_qwenlong.config.loader import load_config
 from nemo_qwenlong.loops.backend import schedule_steps
 
-COSINE = ["rl.optim.schedule=cosine", "rl.optim.lr=0.001", "rl.optim.min_lr=0.0001", "rl.optim.warmup_steps=2"]
+COSINE = ["rl.optim.schedule=cosine", "rl.optim.lr=0.001", "rl.optim.min_lr=0.0001",
+          "rl.optim.warmup_steps=2"]
 
 
 def _lr_after_each_step(opt: LocalAdamW, model: torch.nn.Module, n: int) -> list[float]:
@@ -29,7 +30,7 @@ def _lr_after_each_step(opt: LocalAdamW, model: torch.nn.Module, n: int) -> list
 
 
 def test_cosine_reaches_min_lr_after_the_last_optimizer_step_of_the_run() -> None:
-    cfg = load_config(None, COSINE)  # the schema's RL batch sizes: the released 128 prompts, mini-batches of 32
+    cfg = load_config(None, COSINE)  # the schema's RL batch sizes: the released 128 prompts, mini-batches 32
     assert (cfg.rl.train_batch_size, cfg.rl.mini_batch_size, cfg.rl.epochs_per_batch) == (128, 32, 1)
     model = torch.nn.Linear(2, 2)
     opt = LocalAdamW(model, cfg.rl.optim, total_steps=schedule_steps(cfg, "rl", 3))  # a run of 3 RL steps

@@ -292,8 +292,8 @@ def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_o
                     manifest.get("config_hash"), config_hash)
     if not load_optimizer and policy.optimizer.has_state():
         raise CheckpointError(f"load_optimizer=False into a policy whose optimiser has already stepped "
-                              f"(step_count={policy.optimizer.step_count}): its Adam moments would outlive the "
-                              "weights they belong to; build a fresh policy for a weights-only load")
+                              f"(step_count={policy.optimizer.step_count}): its Adam moments would outlive "
+                              "the weights they belong to; build a fresh policy for a weights-only load")
     masters = manifest["optimizer"].get("has_master_params", False)
     state = _sharded_state(policy, loading=True, masters=masters)
     if not (load_optimizer and manifest["optimizer"]["has_state"]):
