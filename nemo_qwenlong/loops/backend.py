@@ -80,10 +80,27 @@ def _convert_in_subprocess(hf_dir: Path, meg_dir: Path) -> None:
         raise RuntimeError(f"converting {hf_dir} to {meg_dir} failed: {done.stderr[-2000:]}")
 
 
-def build_policy(cfg: Any, files: ModelFiles, *, phase: str, total_steps: int):  # noqa: ANN201
+def schedule_steps(cfg: Any, phase: str, phase_steps: int) -> int:
+    """Optimiser steps in `phase_steps` steps of `phase`: the length of its LR schedule, which
+    advances once per optimiser step. An SFT step is one optimiser step (its micro-batches
+    accumulate gradients); an RL step makes `updates_per_rollout` (epochs × mini-batches: 4 with
+    the released batch sizes), at most: a partial dynamic-sampling batch may make fewer."""
+    if phase == "sft":
+        return phase_steps
+    if phase == "rl":
+        from nemo_qwenlong.loops.rl import updates_per_rollout
+
+        return phase_steps * updates_per_rollout(cfg.rl)
+    raise ValueError(f"phase={phase!r} is not one of ('sft', 'rl')")
+
+
+def build_policy(cfg: Any, files: ModelFiles, *, phase: str, phase_steps: int):  # noqa: ANN201
+    """The phase's policy. `phase_steps`: in the phase's own steps (SFT or RL); `schedule_steps`
+    turns them into the optimiser steps its LR schedule spans."""
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
 
-    return MegatronPolicy.from_run_config(cfg, files.manifest["hf_config"], phase=phase, total_steps=total_steps,
+    return MegatronPolicy.from_run_config(cfg, files.manifest["hf_config"], phase=phase,
+                                          total_steps=schedule_steps(cfg, phase, phase_steps),
                                           padded_vocab_size=files.manifest.get("padded_vocab_size"))
 
 

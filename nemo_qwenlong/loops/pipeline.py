@@ -315,7 +315,7 @@ class Run:
         data = sft.split_examples(enc(load_sft(self.data.sft_path)), max_seq_len=cfg.sft.max_seq_len,
                                   val_fraction=cfg.sft.val_fraction, seed=cfg.seed, val=val)
         steps = sft.total_steps(len(data.train), cfg.sft)
-        self.policy = build_policy(cfg, self.files, phase="sft", total_steps=steps)
+        self.policy = build_policy(cfg, self.files, phase="sft", phase_steps=steps)
         root = folder / "checkpoints"
         start = ckpt.latest_step(root) or 0
         if start:
@@ -396,7 +396,7 @@ class Run:
         from nemo_qwenlong.rewards.hybrid import build_reward
 
         cfg = self.cfg
-        self.policy = build_policy(cfg, self.files, phase="rl", total_steps=total_steps)
+        self.policy = build_policy(cfg, self.files, phase="rl", phase_steps=total_steps)
         sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed)
         root, step = self._latest_rl()
         loop: dict[str, Any] = {"step": 0, "stage_index": 0, "stage_step": 0}
@@ -495,7 +495,7 @@ class Run:
         root, _ = self._latest_rl()
         if root is None and "sft" in self.cfg.pipeline:
             root = self.dirs["sft"] / "checkpoints"
-        self.policy = build_policy(self.cfg, self.files, phase="rl", total_steps=1)
+        self.policy = build_policy(self.cfg, self.files, phase="rl", phase_steps=1)
         load_weights(self.policy, root or self.files.megatron_dir, optimizer=False)
 
     def export_stage(self) -> None:

@@ -7,7 +7,7 @@ decay:   every named parameter of a local-spec GPTModel (Qwen2 geometry: QKV bia
          gives without its param scheduler (the old behaviour), and LocalAdamW's, each against `decays`.
 masters: a bf16 MegatronPolicy takes SFT steps at lr 2e-6, saves a checkpoint; a second policy with
          other weights loads it: masters, moments and weights must be bit-exact, and one more step on
-         both must agree.
+         both must agree; a third loads the weights only and must start a fresh optimiser at step 0.
 Prints one line "OPTIM <json>".
 """
 
@@ -80,13 +80,13 @@ def decay_report() -> dict:
             "standard_rule_agrees": standard_exempt == sorted(id(p) for n, p in named if not decays(n, p))}
 
 
-def bf16_policy(lr: float = 2e-6):
+def bf16_policy(lr: float = 2e-6, warmup_steps: int = 0):
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
     from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig
 
     par = ParallelismConfig(transformer_impl="local", distributed_optimizer=False, recompute="none",
                             dist_backend="gloo")
-    optim = OptimConfig(lr=lr, weight_decay=0.01, grad_clip=1.0)
+    optim = OptimConfig(lr=lr, weight_decay=0.01, grad_clip=1.0, warmup_steps=warmup_steps)
     return MegatronPolicy(hf_config(), par, optim, dtype="bfloat16", micro_batch_tokens=10_000)
 
 
@@ -141,7 +141,25 @@ def masters_report(out: Path) -> dict:
         "after_load": after_load,
         "next_step": {"weights": max_diff(b.local_state(), a.local_state()),
                       "masters": max_diff(b.optimizer.master_tensors(), a.optimizer.master_tensors())},
+        "weights_only": weights_only_report(out / "ckpt", b),  # last: it may reload `b`
     }
+
+
+def weights_only_report(root: Path, stepped) -> dict:  # noqa: ANN001
+    """A fresh policy (lr 1e-3, 4 warm-up steps) loads the step-3 checkpoint without its optimiser,
+    as RL loads the SFT checkpoint: its step count, moments and LR must be a fresh optimiser's.
+    `stepped` (a policy that has taken a step) must be refused a weights-only load."""
+    from nemo_qwenlong.backends.megatron import checkpoint as ckpt
+
+    c = bf16_policy(lr=1e-3, warmup_steps=4)
+    ckpt.load_checkpoint(c, root, load_optimizer=False)
+    try:
+        ckpt.load_checkpoint(stepped, root, load_optimizer=False)
+        refused = ""
+    except ckpt.CheckpointError as err:
+        refused = str(err)
+    return {"step_count": c.optimizer.step_count, "has_state": c.optimizer.has_state(),
+            "lr": c.optimizer.current_lr(), "refused": refused}
 
 
 def main() -> None:

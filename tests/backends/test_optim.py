@@ -159,6 +159,17 @@ def test_bf16_policy_checkpoint_restores_fp32_masters_bit_exact(report: dict) ->
     assert r["next_step"] == {"weights": 0.0, "masters": 0.0}
 
 
+def test_weights_only_load_starts_a_fresh_optimizer_and_schedule(report: dict) -> None:
+    """RL starts from the SFT checkpoint without its optimiser: the saved step count (3 here) must
+    not carry over, or the RL warm-up starts part-way and Adam's bias correction counts SFT steps."""
+    r = report["masters"]["weights_only"]
+    print(r)
+    assert r["step_count"] == 0 and r["has_state"] is False
+    assert r["lr"] == pytest.approx(1e-3 * 1 / 4, rel=1e-12)  # warm-up's first value: (0 + 1)/4 · lr
+    refused = "load_optimizer=False into a policy whose optimiser has already stepped (step_count=4)"
+    assert refused in r["refused"]
+
+
 def _nan_grads(model: torch.nn.Module) -> None:
     for p in model.parameters():
         p.grad = torch.full_like(p, float("nan"))

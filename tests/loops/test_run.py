@@ -21,6 +21,10 @@ SMALL = ["curriculum.stages.0.steps=2", "curriculum.stages.1.steps=2", "checkpoi
          "data.synthetic.train_per_stage=64", "data.synthetic.heldout_per_stage=8", "data.synthetic.sft_items=64",
          "logging.val_every_steps=2", "rl.dynamic_sampling.max_rounds=2", "rl.optim.lr=0.003"]
 NO_SFT = ["pipeline=[data,rl]"]
+# SFT (2 steps) before RL, an RL warm-up so the LR moves each step, dynamic sampling off so every RL
+# step updates (a 2-step SFT model answers nothing right: no group would be mixed, nothing would train).
+SFT_THEN_RL = ["pipeline=[data,sft,rl]", "sft.max_steps=2", "rl.optim.warmup_steps=4",
+               "rl.dynamic_sampling.enable=false"]
 
 
 def run_cli(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -94,23 +98,27 @@ def _metrics_steps(out: Path) -> list[int]:
         return []
 
 
-def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", [NO_SFT, [*SFT_THEN_RL, "checkpoint.save_every_steps=1"]],
+                         ids=["data-rl", "data-sft-rl-checkpoint-every-step"])
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path, pipeline: list[str]) -> None:
     """4 steps straight vs 2 steps, SIGKILL during step 3 (after checkpoint 2), resume, 2 more:
-    identical sampled item ids, rewards and losses, each step once in metrics.jsonl."""
+    identical sampled item ids, rewards, losses and LRs, each step once in metrics.jsonl. After SFT,
+    the resumed optimiser's step count (Adam's bias correction, the schedule) must be RL's own."""
     straight = tmp_path / "straight"
-    res = run_cli(straight, *SMALL, *NO_SFT)
+    res = run_cli(straight, *SMALL, *pipeline)
     assert res.returncode == 0, res.stderr[-3000:]
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "nemo_qwenlong.cli.main", "run", RECIPE, "--output", str(killed), "--no-progress",
-           *SMALL, *NO_SFT]
+           *SMALL, *pipeline]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=os.environ | {"OMP_NUM_THREADS": "2"})
-    ckpt2 = killed / "01-rl-stage1-short" / "checkpoints" / "iter_0000002"  # pipeline [data, rl]: 00-data, 01-…
+    first = 2 if "sft" in pipeline[0] else 1  # 00-data, [01-sft,] then the RL stage folders
+    ckpt2 = killed / f"{first:02d}-rl-stage1-short" / "checkpoints" / "iter_0000002"
     _wait_for(lambda: ckpt2.is_dir() and 2 in _metrics_steps(killed), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "02-rl-stage2-long" / "stage.json").exists()
-    resumed = run_cli(killed, *SMALL, *NO_SFT)
+    assert not (killed / f"{first + 1:02d}-rl-stage2-long" / "stage.json").exists()
+    resumed = run_cli(killed, *SMALL, *pipeline)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
     assert [s for s, *_ in key_series(killed)] == [1, 2, 3, 4]
@@ -118,6 +126,25 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path) -
     for x, y in zip(a, b):
         assert x[:4] == y[:4], (x, y)
         assert y[4] == pytest.approx(x[4], abs=1e-6), (x, y)
+    assert [r.get("lr") for r in rows(killed, "rl")] == [r.get("lr") for r in rows(straight, "rl")]
+    # the gradient norm sees a 1e-3-relative weight difference the loss shows only at ~1e-5
+    for x, y in zip(rows(straight, "rl"), rows(killed, "rl")):
+        assert ("grad_norm" in x) == ("grad_norm" in y), (x, y)
+        assert y.get("grad_norm", 0.0) == pytest.approx(x.get("grad_norm", 0.0), rel=1e-5), (x["step"], x, y)
+
+
+def test_first_rl_step_after_sft_starts_its_own_warmup(tmp_path: Path) -> None:
+    """RL loads the SFT checkpoint's weights, not its optimiser: its warm-up starts at its first
+    value, not part-way (before: the 2 SFT steps counted, so RL began at 3/4 of its peak LR)."""
+    out = tmp_path / "run"
+    res = run_cli(out, *SMALL, *SFT_THEN_RL, "--max-steps", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    sft, rl = rows(out, "sft"), rows(out, "rl")
+    # tiny-cpu's SFT: lr 0.003, 10 warm-up steps: (s + 1)/10 · 0.003 at optimiser step s
+    assert [r["lr"] for r in sft] == pytest.approx([0.0003, 0.0006], rel=1e-12)
+    # SMALL's RL lr 0.003 with 4 warm-up steps, one update per RL step (8 prompts, mini-batches of 8)
+    assert [r["optimizer_steps"] for r in rl] == [1, 1]
+    assert [r["lr"] for r in rl] == pytest.approx([0.00075, 0.0015], rel=1e-12)
 
 
 def test_sigterm_checkpoints_and_exits_zero_then_resume_refuses_other_config(tmp_path: Path) -> None:

@@ -272,7 +272,12 @@ def _prune(root: Path, keep_last: int) -> None:
 
 def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_optimizer: bool = True,  # noqa: ANN001
                     config_hash: str | None = None) -> dict[str, Any]:
-    """Load `step` (default: the latest complete one) into the policy at its current layout."""
+    """Load `step` (default: the latest complete one) into the policy at its current layout.
+
+    `load_optimizer`: also the Adam moments, fp32 masters and step count (a resume). Without it only
+    the weights load and the optimiser starts fresh at step 0, its LR schedule with it: the saved step
+    count belongs to another phase (the SFT checkpoint RL starts from) and must not reach Adam's bias
+    correction or the schedule. Call it on a freshly built policy (its optimiser has never stepped)."""
     from megatron.core import dist_checkpointing
 
     root = Path(root)
@@ -285,6 +290,10 @@ def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_o
     if config_hash is not None and manifest.get("config_hash") != config_hash:
         log.warning("resuming %s saved with config %s under config %s", iter_dirname(step),
                     manifest.get("config_hash"), config_hash)
+    if not load_optimizer and policy.optimizer.has_state():
+        raise CheckpointError(f"load_optimizer=False into a policy whose optimiser has already stepped "
+                              f"(step_count={policy.optimizer.step_count}): its Adam moments would outlive "
+                              "the weights they belong to; build a fresh policy for a weights-only load")
     masters = manifest["optimizer"].get("has_master_params", False)
     state = _sharded_state(policy, loading=True, masters=masters)
     if not (load_optimizer and manifest["optimizer"]["has_state"]):
@@ -301,8 +310,10 @@ def load_checkpoint(policy, root: str | Path, step: int | None = None, *, load_o
     policy.optimizer.weights_loaded()
     if "optimizer" in loaded:
         _restore_optimizer(policy.optimizer, loaded["optimizer"], manifest["optimizer"]["step_count"])
-    else:
+    elif load_optimizer:  # saved before its first update: no moments, and the count it had
         policy.optimizer.step_count = manifest["optimizer"]["step_count"]
+    else:  # weights only (SFT -> RL, a converted model): a fresh optimiser, its schedule at step 0
+        policy.optimizer.step_count = 0
     return manifest
 
 

@@ -124,7 +124,8 @@ class MegatronPolicy:
     def from_run_config(cls, cfg: Any, hf_config: dict, *, phase: Literal["rl", "sft"] = "rl",
                         total_steps: int | None = None, padded_vocab_size: int | None = None) -> "MegatronPolicy":
         """The policy a `RunConfig` describes: layout, dtype, the phase's optimiser and micro-batch
-        budget; RL log-probs at the rollout temperature (the sampling distribution)."""
+        budget; RL log-probs at the rollout temperature (the sampling distribution). `total_steps`:
+        the optimiser steps the LR schedule spans (not RL steps: `loops.backend.schedule_steps`)."""
         section = cfg.rl if phase == "rl" else cfg.sft
         return cls(hf_config, cfg.parallelism, section.optim, dtype=cfg.model.dtype,
                    micro_batch_tokens=section.micro_batch_tokens, logprob_chunk_tokens=cfg.rl.logprob_chunk_tokens,
