@@ -163,7 +163,8 @@ def run_demo(cfg: RunConfig, run_dir: Path, *, progress: bool = True, stop: Call
     torch.manual_seed(cfg.seed)
     task = ToyDocQA()
     items, pools = build_pools(task, cfg)
-    sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed)
+    sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed,
+                                   drop_last=cfg.curriculum.drop_last)
     st = DemoState(gen=torch.Generator().manual_seed(cfg.seed), items=items, sampler=sampler)
     policy = GRUPolicy(task.vocab_size, cfg.model.tiny.hidden_size)
     ref = copy.deepcopy(policy).eval() if cfg.rl.kl_coef > 0 else None

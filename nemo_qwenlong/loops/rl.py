@@ -207,12 +207,14 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
 
     try:
         batch, ds_stats = collect_groups(round_fn, target_groups=rl.train_batch_size, group_size=rl.group_size,
-                                         max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted)
+                                         max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
+                                         more_data=lambda: not env.sampler.exhausted())
     except DynamicSamplingExhausted as err:
-        if ds.on_exhausted == "error" or err.kept is not None:
+        if not err.stats.data_ran_out and (ds.on_exhausted == "error" or err.kept is not None):
             raise
-        # on_exhausted=partial and not one mixed group: no gradient this step; the weights (and so
-        # the engine) stay as they are, and the step is logged with update_skipped=1.
+        # on_exhausted=partial and not one mixed group, or the stage's data ran out mid-step under
+        # on_exhausted=error (the released trainer drops that last accumulation): no gradient this
+        # step; the weights (and so the engine) stay as they are, and the step is logged with update_skipped=1.
         return _row(env, stage, step, log, t0, err.stats, []) | {"update_skipped": 1, "reward_mean": float("nan")}
     t_gen = time.perf_counter()
     batch = batch.replace(advantages=compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size,
