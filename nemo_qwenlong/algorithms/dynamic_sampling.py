@@ -25,6 +25,7 @@ class DynamicSamplingStats:
     dropped_all_correct: int = 0
     dropped_all_wrong: int = 0
     partial: bool = False
+    data_ran_out: bool = False  # the stage's data ended before enough groups (collect_groups' more_data)
 
     @property
     def kept_fraction(self) -> float:
@@ -86,7 +87,7 @@ class GroupAccumulator:
 
     @property
     def exhausted(self) -> bool:
-        return self.stats.rounds >= self.max_rounds and not self.full
+        return (self.stats.rounds >= self.max_rounds or self.stats.data_ran_out) and not self.full
 
     def add(self, batch: RolloutBatch) -> None:
         """Filter one generation round and keep its mixed groups (whole, in order)."""
@@ -130,9 +131,15 @@ def collect_groups(
     max_rounds: int,
     enable: bool = True,
     on_exhausted: Literal["error", "partial"] = "error",
+    more_data: Callable[[], bool] | None = None,
 ) -> tuple[RolloutBatch, DynamicSamplingStats]:
-    """Call `generate_round(round_index)` until enough mixed groups are kept or max_rounds is reached."""
+    """Call `generate_round(round_index)` until enough mixed groups are kept or max_rounds is reached.
+    `more_data()` False before a later round (the sampler's data ran out) ends the rounds there as
+    max_rounds would (`stats.data_ran_out`); the first round is always drawn."""
     acc = GroupAccumulator(target_groups=target_groups, group_size=group_size, max_rounds=max_rounds, enable=enable)
     while not acc.full and not acc.exhausted:
+        if acc.stats.rounds and more_data is not None and not more_data():
+            acc.stats.data_ran_out = True
+            break
         acc.add(generate_round(acc.stats.rounds))
     return acc.result(on_exhausted)

@@ -119,7 +119,10 @@ class StageConfig(Section):
     max_input_tokens: int = field(20000, "input cap L_k, prompt tokens with the chat template", ge=1)
     max_output_tokens: int = field(10000, "output cap in this stage", ge=1)
     steps: int | None = field(None, "RL steps in this stage (exactly one of steps/epochs)", ge=1)
-    epochs: float | None = field(None, "passes over the stage's items (exactly one of steps/epochs)", gt=0)
+    epochs: float | None = field(
+        None, "passes over the stage's items; the stage ends when their batches run out (a step draws 1 to "
+        "max_rounds), at most the planned steps (docs/data.md) (exactly one of steps/epochs)", gt=0
+    )
     reset_lr_schedule: bool = field(False, "restart warm-up/schedule at the stage start (choice)")
     reset_optimizer: bool = field(False, "drop Adam moments at the stage start (choice)")
     retrospective: RetrospectiveConfig = section(RetrospectiveConfig, "retrospective sampling")
@@ -161,8 +164,8 @@ class CurriculumConfig(Section):
         default_factory=_paper_stages, description="stages in training order (default: the paper's two)", min_length=1
     )
     drop_last: bool = field(
-        True, "epoch-length stages: floor(epochs x items / gen_batch_size) steps, dropping the last partial batch "
-        "(the released run: 30 epochs over generation batches of 384 with drop_last); false rounds up"
+        True, "a batch never spans two passes over a stage's items: drop each pass's leftover that cannot fill a "
+        "batch (the released run: 30 epochs over generation batches of 384 with drop_last); false: a short batch"
     )
 
     @model_validator(mode="after")

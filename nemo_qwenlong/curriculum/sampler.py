@@ -12,7 +12,16 @@ ties in random order: choice), or `proportional` (sampled without replacement wi
 difficulty). When there are fewer candidates than the share asks for, the rest of the batch
 comes from the stage's own band.
 
-Deterministic for a seed: the own-band order is a per-(stage, epoch) permutation and every
+Own-band items: pass p over stage k's pool is a seeded permutation per (stage, pass), and a batch
+takes its own items from one pass only, so no item appears twice in a batch (as the released
+`RandomSampler` with `drop_last`). When the rest of a pass cannot fill a batch, `drop_last` drops
+that leftover (the next batch starts the next pass), else the leftover is a short last batch of the
+pass. Retrospective items come from earlier stages' pools minus the current pool (bands that
+overlap would otherwise let one item come twice). A stage given in `epochs` hands out the batches of
+`epochs` passes and then `exhausted()` is true (stages.pass_items); a stage given in `steps` passes
+over its pool for ever.
+
+Deterministic for a seed: the own-band order is a per-(stage, pass) permutation and every
 retrospective draw (tie order included) uses an RNG derived from (seed, stage, batch index). The
 state (stage, batch index, cursor, ledger) is small, so a run resumed mid-stage yields exactly the
 batches an uninterrupted run would. `set_stage` to the current stage keeps the cursors, so a loop
@@ -25,12 +34,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nemo_qwenlong.config.pipeline import RetrospectiveConfig, StageConfig
 from nemo_qwenlong.curriculum.ledger import DifficultyLedger, eligible, rule_difficulty
+from nemo_qwenlong.curriculum.stages import pass_items, retro_quota
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +100,7 @@ class RetrospectiveSampler:
         *,
         batch_size: int,
         seed: int,
+        drop_last: bool,
         ledger: DifficultyLedger | None = None,
     ) -> None:
         if len(pools) != len(stages):
@@ -99,6 +111,7 @@ class RetrospectiveSampler:
         self.stages = list(stages)
         self.batch_size = batch_size
         self.seed = seed
+        self.drop_last = drop_last
         need = _rewards_needed(self.stages)
         self.ledger = ledger if ledger is not None else DifficultyLedger(keep=need)  # an empty one is falsy
         self.ledger.retain(need)
@@ -122,20 +135,46 @@ class RetrospectiveSampler:
     def stage(self) -> StageConfig:
         return self.stages[self.stage_index]
 
+    def exhausted(self) -> bool:
+        """True when the current stage (given in `epochs`) has handed out all its batches: the next
+        batch cannot be drawn. Always False for a stage given in `steps`."""
+        retro, _ = self._retro_items(self.stage_index, self.stage.retrospective)
+        return self._own_span(self.batch_size - len(retro)) is None
+
     def next_batch(self) -> SampledBatch:
         k, stage = self.stage_index, self.stage
-        pool = self.pools[k]
-        if not pool:
+        retro, self._last = self._retro_items(k, stage.retrospective)
+        span = self._own_span(self.batch_size - len(retro))
+        if span is None:
+            raise ValueError(f"curriculum stage '{stage.name}' has handed out every batch of its {stage.epochs} "
+                             f"epoch(s) over {len(self.pools[k])} items; check exhausted() before next_batch()")
+        start, count = span
+        own = [self._own_at(k, start + j) for j in range(count)]
+        self.own_cursor = start + count
+        batch = SampledBatch(stage.name, k, self.batch_in_stage, own, retro)
+        self.batch_in_stage += 1
+        return batch
+
+    def _own_span(self, want: int) -> tuple[int, int] | None:
+        """(first cursor position, count) of the next batch's `want` own-band items, all inside one
+        pass (`drop_last`: a pass's leftover that cannot fill them is skipped; else it is a short
+        batch); None when the stage's passes are used up."""
+        stage, size = self.stage, len(self.pools[self.stage_index])
+        if not size:
             raise ValueError(
                 f"curriculum stage '{stage.name}' has no items with {stage.min_input_tokens} < prompt tokens "
                 f"<= {stage.max_input_tokens}"
             )
-        retro = self._retro_items(k, stage.retrospective)
-        own = [self._own_at(k, self.own_cursor + j) for j in range(self.batch_size - len(retro))]
-        self.own_cursor += len(own)
-        batch = SampledBatch(stage.name, k, self.batch_in_stage, own, retro)
-        self.batch_in_stage += 1
-        return batch
+        if stage.epochs is None and self.drop_last and want > size:
+            raise ValueError(f"curriculum stage '{stage.name}' has {size} items, fewer than the {want} a batch takes "
+                             "from its band (rl.gen_batch_size) with curriculum.drop_last")
+        p, offset = divmod(self.own_cursor, size)
+        while stage.epochs is None or p < math.ceil(stage.epochs):
+            left = pass_items(stage.epochs, size, p) - offset
+            if left >= want or (left > 0 and not self.drop_last):
+                return p * size + offset, min(left, want)
+            p, offset = p + 1, 0
+        return None
 
     def _own_at(self, k: int, position: int) -> str:
         pool = self.pools[k]
@@ -148,24 +187,25 @@ class RetrospectiveSampler:
             self._perms[key] = perm
         return self._perms[key][offset]
 
-    def _retro_items(self, k: int, cfg: RetrospectiveConfig) -> list[str]:
-        self._last = _RetroStats()
+    def _retro_items(self, k: int, cfg: RetrospectiveConfig) -> tuple[list[str], _RetroStats]:
+        """The next batch's retrospective items and their stats (no state changes: `exhausted` peeks)."""
         if k == 0 or cfg.share <= 0:
-            return []
-        earlier = {item: self.stages[j].name for j in range(k) for item in self.pools[j]}
+            return [], _RetroStats()
+        own = set(self.pools[k])
+        earlier = {item: self.stages[j].name for j in range(k) for item in self.pools[j] if item not in own}
         means = {i: self.ledger.recent_mean(i, cfg.recent_window) for i in earlier if i in self.ledger}
         candidates = sorted(i for i, m in means.items() if eligible(m, cfg))
         diffs = {c: rule_difficulty(means[c], cfg) for c in candidates}
         rng = random.Random(f"{self.seed}-retro-{k}-{self.batch_in_stage}")
-        picked = select_hard(candidates, diffs, round(cfg.share * self.batch_size), cfg, rng)
-        self._last = _RetroStats(
+        picked = select_hard(candidates, diffs, retro_quota(self.batch_size, cfg.share), cfg, rng)
+        stats = _RetroStats(
             candidates=len(candidates), picked=len(picked),
             mean_difficulty=sum(diffs[p] for p in picked) / len(picked) if picked else 0.0,
             never_solved=sum(means[p] <= 0 for p in picked),
         )
         for p in picked:
-            self._last.picked_from[earlier[p]] = self._last.picked_from.get(earlier[p], 0) + 1
-        return picked
+            stats.picked_from[earlier[p]] = stats.picked_from.get(earlier[p], 0) + 1
+        return picked, stats
 
     # --- feedback ---------------------------------------------------------------------------------
     def observe(self, results: Mapping[str, Sequence[float]] | Iterable[tuple[str, Sequence[float]]], *, step: int) -> None:

@@ -397,7 +397,8 @@ class Run:
 
         cfg = self.cfg
         self.policy = build_policy(cfg, self.files, phase="rl", phase_steps=total_steps)
-        sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed)
+        sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed,
+                                       drop_last=cfg.curriculum.drop_last)
         root, step = self._latest_rl()
         loop: dict[str, Any] = {"step": 0, "stage_index": 0, "stage_step": 0}
         if root is not None:
@@ -437,14 +438,17 @@ class Run:
         budget = self.opts.max_steps
         for k, stage in enumerate(stages):
             folder = self.dirs[f"rl-{stage.name}"]
-            first, last = sum(steps[:k]), sum(steps[:k + 1])
-            if stage_done(folder) or step >= last:
+            if stage_done(folder) or k < int(loop["stage_index"]):
                 continue
+            # a stage in epochs may end early (its data ran out), so it starts where the last one ended
+            # (a checkpoint of this stage: its saved start; before stage_start was saved: the planned sums)
+            first = int(loop.get("stage_start", sum(steps[:k]))) if k == int(loop["stage_index"]) else step
+            last = first + steps[k]
             env.sampler.set_stage(k)
-            self.console.line(f"rl stage {stage.name}: steps {first + 1}-{last}, prompts in "
+            self.console.line(f"rl stage {stage.name}: steps {first + 1}-{last}{' at most' if stage.epochs else ''}, prompts in "
                               f"({stage.min_input_tokens}, {stage.max_input_tokens}] tokens, {len(env.sampler.pools[k])} "
                               f"items, retrospective share {stage.retrospective.share}")
-            while step < last:
+            while step < last and not env.sampler.exhausted():
                 if budget is not None and step >= budget:
                     self.rl_done_step = step
                     self.console.line(f"--max-steps {budget} reached after RL step {step}")
@@ -456,10 +460,10 @@ class Run:
                 self._log_row(row)
                 self._show_rl(row, last)
                 stop = self.flag.requested()
-                end = step == last or (budget is not None and step >= budget)
+                end = step == last or env.sampler.exhausted() or (budget is not None and step >= budget)
                 if stop or end or step % self.cfg.checkpoint.save_every_steps == 0:
                     self._save(folder / "checkpoints", step, {"phase": "rl", "step": step, "stage_index": k,
-                                                               "sampler": env.sampler.state_dict()})
+                                                               "stage_start": first, "sampler": env.sampler.state_dict()})
                 if stop:
                     raise Preempted(f"RL step {step}")
             if dist.is_rank0():

@@ -66,8 +66,15 @@ class RoundLog:
             self.reward[k] = self.reward.get(k, 0.0) + v
 
 
+ROUND_SEED_SPAN = 2**31 - 2**24  # a round's samples take base .. base + prompts·n - 1 (< 2**24), below 2**31
+
+
 def round_seed(seed: int, step: int, round_index: int) -> int:
-    return (seed * 1_000_003 + step * 1_009 + round_index) % 2**31
+    """Base seed of one generation round; its samples take base + position·n + j (`rollout.generator.
+    sample_seed`). Hashed from (run seed, step, round): consecutive bases (`… + round_index`) would make
+    round r+1's samples re-use round r's seeds shifted by one."""
+    digest = hashlib.sha256(f"{seed}|{step}|{round_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % ROUND_SEED_SPAN
 
 
 def item_ids_sha1(ids: list[str]) -> str:
@@ -207,12 +214,14 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
 
     try:
         batch, ds_stats = collect_groups(round_fn, target_groups=rl.train_batch_size, group_size=rl.group_size,
-                                         max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted)
+                                         max_rounds=ds.max_rounds, enable=ds.enable, on_exhausted=ds.on_exhausted,
+                                         more_data=lambda: not env.sampler.exhausted())
     except DynamicSamplingExhausted as err:
-        if ds.on_exhausted == "error" or err.kept is not None:
+        if not err.stats.data_ran_out and (ds.on_exhausted == "error" or err.kept is not None):
             raise
-        # on_exhausted=partial and not one mixed group: no gradient this step; the weights (and so
-        # the engine) stay as they are, and the step is logged with update_skipped=1.
+        # on_exhausted=partial and not one mixed group, or the stage's data ran out mid-step under
+        # on_exhausted=error (the released trainer drops that last accumulation): no gradient this
+        # step; the weights (and so the engine) stay as they are, and the step is logged with update_skipped=1.
         return _row(env, stage, step, log, t0, err.stats, []) | {"update_skipped": 1, "reward_mean": float("nan")}
     t_gen = time.perf_counter()
     batch = batch.replace(advantages=compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size,

@@ -5,6 +5,10 @@ sampled tokens under the distribution actually sampled from (temperature, top-k,
 vLLM's "processed" log-probs); with temperature 0 they are the raw model log-probs. `score`
 returns raw (temperature 1) log-probs of given continuations from one prefill; the trainer–engine
 agreement check compares those with the trainer's (rollout.refit).
+
+Seeds: sample j of the prompt at position i of a call is seeded `seed + i·n + j` (`sample_seed`), so
+every sample of a call has its own seed, and a prompt's samples depend only on (seed, its position,
+n), never on which other prompts share the call or how a batch is split between engines.
 """
 
 from __future__ import annotations
@@ -42,6 +46,18 @@ class SamplingSettings:
         """From a RolloutConfig: the training sampling settings (spec §4.5)."""
         return cls(n=n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
                    max_tokens=rollout.max_new_tokens, stop_token_ids=tuple(stop_token_ids), seed=seed)
+
+
+def prompt_seed(seed: int, position: int, n: int) -> int:
+    """Seed of the prompt at `position` of a generation call with `n` samples per prompt: its samples
+    take prompt_seed + 0 .. n-1 (vLLM seeds sample j of a request `seed + j`), so no two samples of
+    a call share a seed (`seed + position` would give prompt i sample j and prompt i+1 sample j-1 one)."""
+    return seed + position * n
+
+
+def sample_seed(seed: int, position: int, n: int, sample: int) -> int:
+    """Seed of sample `sample` of the prompt at `position`: seed + position·n + sample."""
+    return prompt_seed(seed, position, n) + sample
 
 
 @dataclass(frozen=True)

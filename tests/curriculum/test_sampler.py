@@ -22,7 +22,7 @@ def _stages(selection: str = "proportional", share: float = 0.25, **retro) -> li
 
 
 def _sampler(seed: int = 3, **kw) -> RetrospectiveSampler:
-    return RetrospectiveSampler([SHORT, LONG], _stages(**kw), batch_size=8, seed=seed)
+    return RetrospectiveSampler([SHORT, LONG], _stages(**kw), batch_size=8, seed=seed, drop_last=True)
 
 
 def _observe_stage1(s: RetrospectiveSampler) -> None:
@@ -113,11 +113,11 @@ def test_resume_with_other_seed_or_batch_is_refused() -> None:
     with pytest.raises(ValueError, match="seed=3, this run has 4"):
         _sampler(seed=4).load_state_dict(state)
     with pytest.raises(ValueError, match="batch_size"):
-        RetrospectiveSampler([SHORT, LONG], _stages(), batch_size=4, seed=3).load_state_dict(state)
+        RetrospectiveSampler([SHORT, LONG], _stages(), batch_size=4, seed=3, drop_last=True).load_state_dict(state)
 
 
 def test_empty_stage_pool_is_a_clear_error() -> None:
-    s = RetrospectiveSampler([SHORT, []], _stages(), batch_size=8, seed=1)
+    s = RetrospectiveSampler([SHORT, []], _stages(), batch_size=8, seed=1, drop_last=True)
     s.set_stage(1)
     with pytest.raises(ValueError, match="stage 'stage2' has no items with 100 < prompt tokens <= 400"):
         s.next_batch()
@@ -134,7 +134,7 @@ def _two_stage(seed: int = 3, **retro) -> RetrospectiveSampler:
         StageConfig(name="late", min_input_tokens=100, max_input_tokens=400, steps=50,
                     retrospective=RetrospectiveConfig(share=0.25, **retro)),
     ]
-    return RetrospectiveSampler([EARLY, LATE], stages, batch_size=8, seed=seed)
+    return RetrospectiveSampler([EARLY, LATE], stages, batch_size=8, seed=seed, drop_last=True)
 
 
 def _picks(s: RetrospectiveSampler, batches: int) -> list[str]:
@@ -197,23 +197,23 @@ def test_set_stage_after_resume_continues_mid_stage() -> None:
 def test_resume_with_other_pools_or_stages_is_refused() -> None:
     state = _sampler().state_dict()
     assert len(state["pools"]) == 2 and state["stages"][1]["name"] == "stage2"
-    other_pool = RetrospectiveSampler([SHORT, LONG + ["l99"]], _stages(), batch_size=8, seed=3)
+    other_pool = RetrospectiveSampler([SHORT, LONG + ["l99"]], _stages(), batch_size=8, seed=3, drop_last=True)
     with pytest.raises(ValueError, match="item pool of stage 1 'stage2'.*30 items.*31 items"):
         other_pool.load_state_dict(state)
-    reordered = RetrospectiveSampler([SHORT, LONG[::-1]], _stages(), batch_size=8, seed=3)
+    reordered = RetrospectiveSampler([SHORT, LONG[::-1]], _stages(), batch_size=8, seed=3, drop_last=True)
     with pytest.raises(ValueError, match="item pool of stage 1 'stage2'"):
         reordered.load_state_dict(state)
     stages = _stages()
     stages[1] = stages[1].model_copy(update={"max_input_tokens": 500})
     with pytest.raises(ValueError, match=r"stage 1: checkpoint has 'stage2' \(100, 400\], this run has 'stage2' \(100, 500\]"):
-        RetrospectiveSampler([SHORT, LONG], stages, batch_size=8, seed=3).load_state_dict(state)
+        RetrospectiveSampler([SHORT, LONG], stages, batch_size=8, seed=3, drop_last=True).load_state_dict(state)
     renamed = _stages()
     renamed[0] = renamed[0].model_copy(update={"name": "warmup"})
     with pytest.raises(ValueError, match="stage 0: checkpoint has 'stage1'"):
-        RetrospectiveSampler([SHORT, LONG], renamed, batch_size=8, seed=3).load_state_dict(state)
+        RetrospectiveSampler([SHORT, LONG], renamed, batch_size=8, seed=3, drop_last=True).load_state_dict(state)
     with pytest.raises(ValueError, match="checkpoint has 2 curriculum stages .*this run has 3"):
         RetrospectiveSampler([SHORT, LONG, ["x"]], _stages() + [StageConfig(name="stage3", min_input_tokens=400,
-                             max_input_tokens=800, steps=1)], batch_size=8, seed=3).load_state_dict(state)
+                             max_input_tokens=800, steps=1)], batch_size=8, seed=3, drop_last=True).load_state_dict(state)
 
 
 def test_version1_checkpoint_still_loads() -> None:

@@ -25,9 +25,11 @@ def test_items_go_to_the_band_they_fit_never_truncated() -> None:
 
 
 def test_stage_steps_from_steps_or_epochs() -> None:
-    assert stage_steps(StageConfig(name="s", steps=7), 100, 8) == 7
-    assert stage_steps(StageConfig(name="s", epochs=1.5), 100, 8) == 19  # ceil(1.5 · 100 / 8)
-    assert stage_steps(StageConfig(name="s", epochs=2), 0, 8) == 0
+    assert stage_steps(StageConfig(name="s", steps=7), 100, 8, drop_last=True) == 7
+    # 1.5 epochs of 100 items in batches of 8: a pass of 100 (12 batches, 4 left over), then 50 (6, 2 left)
+    assert stage_steps(StageConfig(name="s", epochs=1.5), 100, 8, drop_last=True) == 12 + 6
+    assert stage_steps(StageConfig(name="s", epochs=1.5), 100, 8, drop_last=False) == 13 + 7  # short batches
+    assert stage_steps(StageConfig(name="s", epochs=2), 0, 8, drop_last=True) == 0
 
 
 def test_difficulty_rule() -> None:

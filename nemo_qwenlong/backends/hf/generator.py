@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from nemo_qwenlong.algorithms.packing import tensor_bytes
-from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order
+from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order, sample_seed
 from nemo_qwenlong.rollout.refit import buckets
 
 
@@ -30,16 +30,20 @@ class HFGenerator:
         self.eos = self.model.generation_config.eos_token_id
 
     def generate_iter(self, prompts: Sequence[Sequence[int]], settings: SamplingSettings) -> Iterator[tuple[int, list[Sample]]]:
+        """Sample k of prompt i is drawn after torch.manual_seed(seed + i·n + k) (`sample_seed`, the
+        vLLM engine's rule), so it equals a lone request for that prompt seeded that way."""
+        s = settings
         for i, prompt in enumerate(prompts):
-            yield i, [self._one(prompt, settings, (settings.seed, i, k)) for k in range(settings.n)]
+            seeds = [None if s.seed is None else sample_seed(s.seed, i, s.n, k) for k in range(s.n)]
+            yield i, [self._one(prompt, s, seed) for seed in seeds]
 
     def generate(self, prompts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[list[Sample]]:
         return in_prompt_order(self.generate_iter(prompts, settings), len(prompts))
 
     @torch.no_grad()
-    def _one(self, prompt: Sequence[int], s: SamplingSettings, seed: tuple) -> Sample:
-        if s.seed is not None:
-            torch.manual_seed(hash(seed) % 2**31)
+    def _one(self, prompt: Sequence[int], s: SamplingSettings, seed: int | None) -> Sample:
+        if seed is not None:
+            torch.manual_seed(seed)
         greedy = s.temperature == 0
         model_eos = [] if s.ignore_eos or self.eos is None else self.eos if isinstance(self.eos, list) else [self.eos]
         eos = [*model_eos, *s.stop_token_ids]

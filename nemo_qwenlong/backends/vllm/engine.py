@@ -37,7 +37,7 @@ from torch import Tensor
 
 from nemo_qwenlong.algorithms.packing import tensor_bytes
 from nemo_qwenlong.backends.vllm.refit_worker import EXTENSION as REFIT_EXTENSION
-from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order
+from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order, prompt_seed
 from nemo_qwenlong.rollout.refit import buckets
 
 SUPPORTED_VLLM = ("0.32.0", "0.33.0")
@@ -198,18 +198,19 @@ class VLLMGenerator:
                    seed=seed, sleep_mode=True)
 
     # ---- generation ----------------------------------------------------------------------------
-    def _params(self, s: SamplingSettings, seed_offset: int):
+    def _params(self, s: SamplingSettings, position: int):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
                               stop_token_ids=list(s.stop_token_ids), stop=list(s.stop) or None, logprobs=0,
-                              seed=None if s.seed is None else s.seed + seed_offset, ignore_eos=s.ignore_eos,
+                              seed=None if s.seed is None else prompt_seed(s.seed, position, s.n), ignore_eos=s.ignore_eos,
                               output_kind=RequestOutputKind.FINAL_ONLY)
 
     def generate_iter(self, prompts: Sequence[Sequence[int]], settings: SamplingSettings) -> Iterator[tuple[int, list[Sample]]]:
-        """Yield (prompt index, samples) as each prompt's n samples finish. Prompt i is seeded with
-        `settings.seed + i`, so a prompt's samples do not depend on batch composition."""
+        """Yield (prompt index, samples) as each prompt's n samples finish. Prompt i is seeded
+        `prompt_seed(settings.seed, i, n)` = seed + i·n and vLLM gives its sample j that + j, so every
+        sample has its own seed and a prompt's samples do not depend on batch composition."""
         self.residency.require_awake("generate")
         engine = self.llm.llm_engine
         ids = {}
