@@ -75,9 +75,9 @@ def item_ids_sha1(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()
 
 
-def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int, temperature: float | None = None) -> SamplingSettings:
-    """Training sampling (rollout.temperature/top_p/top_k), or greedy/plain at `temperature`."""
-    t = rollout.temperature if temperature is None else temperature
+def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int) -> SamplingSettings:
+    """Training sampling (rollout.temperature/top_p/top_k; greedy at temperature 0)."""
+    t = rollout.temperature
     return SamplingSettings(n=n, temperature=t, top_p=rollout.top_p if t > 0 else 1.0,
                             top_k=rollout.top_k if t > 0 else -1, max_tokens=max_tokens, seed=seed)
 
