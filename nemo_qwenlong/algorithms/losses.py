@@ -16,7 +16,8 @@ Aggregation:
     sequence: loss = Σ_i ( Σ_t ℓ_{i,t} / |o_i| ) / num_global_sequences   (GRPO 1/|o_i|; empty rows add 0)
 
 Metrics (floats, under no_grad) are means over this micro-batch's valid tokens, so the caller
-combines micro-batches weighting by `num_tokens`:
+combines micro-batches and ranks weighting by `num_tokens` (`metric_totals` → all-reduce →
+`metrics_from_totals`: Σ per-token value / global valid tokens; ratio_max a maximum, ratio_min a minimum):
     clip_frac_low   tokens with Â<0 and ρ < 1−clip_low (low clip active, no gradient) / valid tokens
     clip_frac_high  tokens with Â>0 and ρ > 1+clip_high (high clip active, no gradient) / valid tokens
     dual_clip_frac  tokens where the dual-clip bound is active / valid tokens
@@ -212,26 +213,51 @@ def count_sequences(mask: Tensor) -> int:
     return int((mask.sum(dim=1) > 0).sum())
 
 
-def merge_micro_metrics(per_micro: list[dict[str, float]]) -> dict[str, float]:
-    """Combine per-micro-batch metrics: token-weighted means, min of minima, max of maxima, summed counts.
+# Cross-rank reduction of the micro-batch metrics above: every mean metric travels as its token-weighted
+# sum (Σ value·num_tokens) and is divided by the global token count at the end, so the logged value is
+# Σ per-token value / global valid tokens, the same denominator the loss uses (design.md §4.1).
+MEAN_METRICS = ("clip_frac_low", "clip_frac_high", "dual_clip_frac", "ratio_mean", "approx_kl", "kl_ref", "entropy")
+SUMMED_METRICS = ("num_tokens", "loss")  # `loss` is already globally normalised: the step's loss is its sum
+MAX_METRICS = (("ratio_max", 1.0), ("ratio_min", -1.0))  # reduced by MAX of sign·value: min x = −max(−x)
 
-    `loss` values are already globally normalised, so they are summed (the optimiser step's loss).
-    """
+
+def metric_totals(per_micro: list[dict[str, float]]) -> tuple[Tensor, Tensor]:
+    """One rank's micro-batch metrics as two float64 vectors for an all-reduce over ranks:
+    `sums` (SUM): [Σ value·num_tokens per MEAN_METRICS, Σ per SUMMED_METRICS, micro-batches having each
+    MEAN_METRICS key]; `maxima` (MAX): sign·value per MAX_METRICS over micro-batches with tokens, −inf
+    when none. Keys and order are fixed, so every rank's vectors line up whatever it computed."""
+    weights = [m.get("num_tokens", 0.0) for m in per_micro]
+    weighted = [sum(m[k] * w for m, w in zip(per_micro, weights) if k in m) for k in MEAN_METRICS]
+    summed = [sum(m.get(k, 0.0) for m in per_micro) for k in SUMMED_METRICS]
+    present = [float(sum(k in m for m in per_micro)) for k in MEAN_METRICS]
+    maxima = [max((sign * m[k] for m, w in zip(per_micro, weights) if w and k in m), default=float("-inf"))
+              for k, sign in MAX_METRICS]
+    return (torch.tensor(weighted + summed + present, dtype=torch.float64),
+            torch.tensor(maxima, dtype=torch.float64))
+
+
+def metrics_from_totals(sums: Tensor, maxima: Tensor) -> dict[str, float]:
+    """The metrics dict from (all-reduced) `metric_totals` vectors: token-weighted means over every
+    micro-batch counted, maxima as maxima, minima as minima; a metric no micro-batch produced is
+    absent; with no valid token at all the means and extrema are 0."""
+    n_mean = len(MEAN_METRICS)
+    values = sums.tolist()
+    weighted, summed, present = values[:n_mean], values[n_mean:n_mean + len(SUMMED_METRICS)], values[-n_mean:]
+    out = dict(zip(SUMMED_METRICS, summed))
+    total = out["num_tokens"]
+    out |= {k: (w / total if total else 0.0) for k, w, p in zip(MEAN_METRICS, weighted, present) if p}
+    for (k, sign), v in zip(MAX_METRICS, maxima.tolist()):
+        if v != float("-inf"):
+            out[k] = sign * v
+        elif present[MEAN_METRICS.index("ratio_mean")]:  # the ratio metrics exist but no token was valid
+            out[k] = 0.0
+    return out
+
+
+def merge_micro_metrics(per_micro: list[dict[str, float]]) -> dict[str, float]:
+    """Combine one process's micro-batch metrics: token-weighted means, min of minima, max of maxima,
+    summed `num_tokens` and `loss` (already globally normalised, so the sum is the step's loss).
+    Keys other than the loss's metrics are dropped. Across ranks, all-reduce `metric_totals` instead."""
     if not per_micro:
         return {}
-    weights = [m.get("num_tokens", 0.0) for m in per_micro]
-    total = sum(weights)
-    out: dict[str, float] = {"num_tokens": total}
-    for key in per_micro[0]:
-        values = [m[key] for m in per_micro if key in m]
-        if key == "num_tokens":
-            continue
-        if key == "loss":
-            out[key] = sum(values)
-        elif key == "ratio_min":
-            out[key] = min(v for v, w in zip(values, weights) if w) if total else 0.0
-        elif key == "ratio_max":
-            out[key] = max(v for v, w in zip(values, weights) if w) if total else 0.0
-        else:
-            out[key] = sum(v * w for v, w in zip(values, weights)) / total if total else 0.0
-    return out
+    return metrics_from_totals(*metric_totals(per_micro))

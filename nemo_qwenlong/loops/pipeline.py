@@ -433,8 +433,12 @@ class Run:
         pools, steps = self._stage_lengths()
         env, loop = self._rl_env(pools, sum(steps))
         step = int(loop["step"])
-        if dist.is_rank0():
-            self.metrics.truncate_after("rl", step)
+        if dist.is_rank0():  # a fresh RL start (step 0) also drops a step-0 row: its validation runs again
+            self.metrics.truncate_after("rl", step if step else -1)
+        if step == 0 and self.cfg.logging.val_before_train and self.data.val:
+            acc = self._accuracy(env, self.data.val, 0)
+            self._log_row({"phase": "rl", "stage": stages[0].name, "step": 0, "val_accuracy": acc})
+            self.console.line(f"rl step 0 (before training): val acc {acc:.3f}")
         budget = self.opts.max_steps
         for k, stage in enumerate(stages):
             folder = self.dirs[f"rl-{stage.name}"]
@@ -472,11 +476,12 @@ class Run:
         self.rl_done_step = step
 
     def _accuracy(self, env: Any, items: list, step: int) -> float:
-        from nemo_qwenlong.loops.rl import evaluate_items
+        """Mean over `rollout.val_samples` samples of every item (`rl.validation_sampling`)."""
+        from nemo_qwenlong.loops.rl import evaluate_items, validation_sampling
 
         cfg = self.cfg
-        results = evaluate_items(env, items, temperature=cfg.rollout.val_temperature,
-                                 max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed + step)
+        settings = validation_sampling(cfg.rollout, seed=cfg.seed + step, max_tokens=cfg.rollout.max_new_tokens)
+        results = evaluate_items(env, items, settings)
         return sum(r["correct"] for r in results) / len(results)
 
     def _show_rl(self, row: dict[str, Any], last: int) -> None:

@@ -1,4 +1,5 @@
-"""The end of a run: `summary.json`, `summary.md`, and PNG plots per RL stage and for the whole run."""
+"""The end of a run: `summary.json`, `summary.md`, and PNG plots per RL stage and for the whole run.
+An RL row of step 0 (`logging.val_before_train`) holds only `val_accuracy`: it is plotted, not counted as a step."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ RL_PANELS = (
     (("response_len_mean",), "response length (tokens)"),
     (("truncated_frac",), "truncation rate"),
     (("entropy",), "entropy"),
-    (("clip_frac_high", "clip_frac_low"), "clip fractions"),
+    (("approx_kl", "kl_ref"), "KL (to behaviour policy; to reference)"),
+    (("ratio_mean", "ratio_min", "ratio_max"), "importance ratio π/π_old"),
+    (("clip_frac_high", "clip_frac_low", "dual_clip_frac"), "clip fractions"),
     (("dynamic_sampling/kept_fraction",), "kept-group fraction"),
     (("dynamic_sampling/rounds",), "dynamic-sampling rounds"),
     (("reward/judge_requested", "reward/judge_failures"), "judge calls / failures"),
@@ -104,7 +107,7 @@ def write_report(run: Any, wall: float) -> dict[str, Any]:
     total_wall = sum(json.loads(line)["wall_seconds"] for line in sessions.read_text().splitlines() if line.strip())
     result = getattr(run, "eval_result", None) or {}
     summary = {
-        "run_dir": str(run_dir), "steps": {"sft": len(rows_sft), "rl": len(rows_rl)},
+        "run_dir": str(run_dir), "steps": {"sft": len(rows_sft), "rl": sum(r["step"] > 0 for r in rows_rl)},
         "wall_seconds": round(total_wall, 1), "sessions": len(sessions.read_text().splitlines()),
         "heldout_accuracy": result.get("heldout_accuracy", {}), "heldout_by_band": result.get("by_band", {}),
         "heldout_items": result.get("items"), "judge_in_eval": result.get("judge", False),

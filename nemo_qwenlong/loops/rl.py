@@ -27,6 +27,7 @@ import torch
 
 from nemo_qwenlong.algorithms import DynamicSamplingExhausted, collect_groups, compute_advantages, overlong_penalty
 from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
+from nemo_qwenlong.algorithms.losses import MEAN_METRICS, merge_micro_metrics
 from nemo_qwenlong.loops import dist
 from nemo_qwenlong.loops.encode import decode
 from nemo_qwenlong.rewards.hybrid import RewardItem
@@ -81,9 +82,9 @@ def item_ids_sha1(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()
 
 
-def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int, temperature: float | None = None) -> SamplingSettings:
-    """Training sampling (rollout.temperature/top_p/top_k), or greedy/plain at `temperature`."""
-    t = rollout.temperature if temperature is None else temperature
+def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int) -> SamplingSettings:
+    """Training sampling (rollout.temperature/top_p/top_k; greedy at temperature 0)."""
+    t = rollout.temperature
     return SamplingSettings(n=n, temperature=t, top_p=rollout.top_p if t > 0 else 1.0,
                             top_k=rollout.top_k if t > 0 else -1, max_tokens=max_tokens, seed=seed)
 
@@ -142,15 +143,28 @@ def rollout_round(env: RLEnv, stage: Any, step: int, round_index: int, log: Roun
 
 def mini_batches(num_groups: int, mini_groups: int, dp_rank: int, dp_size: int, group_size: int) -> list[list[int]]:
     """Row indices of this DP rank for each mini-batch: global mini-batch j is groups
-    [j·M, (j+1)·M), dealt round-robin over DP ranks (every rank gets the same number of mini-batches)."""
+    [j·M, (j+1)·M), dealt round-robin over DP ranks (every rank gets the same number of mini-batches).
+    A mini-batch of fewer groups than DP ranks (a short last one, `on_exhausted: partial`) leaves some
+    ranks an empty list: `mini_batch_rows` gives them a zero-weight row."""
     out = []
     for start in range(0, num_groups, mini_groups):
         groups = list(range(start, min(start + mini_groups, num_groups)))[dp_rank::dp_size]
-        if not groups:
-            raise ValueError(f"a mini-batch of {min(mini_groups, num_groups - start)} groups cannot feed "
-                             f"{dp_size} data-parallel ranks: raise rl.mini_batch_size or rl.train_batch_size")
         out.append([gi * group_size + k for gi in groups for k in range(group_size)])
     return out
+
+
+def zero_weight_row(batch: RolloutBatch) -> RolloutBatch:
+    """Row 0 of `batch` with an empty response mask and advantage 0: no token (or sequence) in the global
+    denominator, loss 0 and zero gradient, yet its rank runs the step's collectives (count, gradients)."""
+    row = batch.select([0])
+    return row.replace(response_mask=torch.zeros_like(row.response_mask), advantages=torch.zeros(1),
+                       old_logprobs=None)
+
+
+def mini_batch_rows(mine: RolloutBatch, local_rows: list[int], batch: RolloutBatch) -> RolloutBatch:
+    """This rank's rows `local_rows` of `mine` for one update; none (a short mini-batch): a zero-weight
+    row of the step's full `batch` (every rank holds it)."""
+    return mine.select(local_rows) if local_rows else zero_weight_row(batch)
 
 
 def updates_per_rollout(rl: Any) -> int:
@@ -243,7 +257,7 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
     train: list[dict[str, float]] = []
     for _ in range(rl.epochs_per_batch):
         for m in minis:
-            train.append(policy.train_step(mine.select([local[i] for i in m]), rl))
+            train.append(policy.train_step(mini_batch_rows(mine, [local[i] for i in m], batch), rl))
             if env.progress:
                 env.progress("update", len(train), rl.epochs_per_batch * len(minis))
     update_s = time.perf_counter() - t_up
@@ -269,18 +283,37 @@ def _row(env: RLEnv, stage: Any, step: int, log: RoundLog, t0: float, ds_stats: 
         "optimizer_steps": len(train), "old_logprob_pass": False,
         "time/generate_s": log.generate_s, "time/score_s": log.score_s, "time/step_s": time.perf_counter() - t0,
     }
-    for key in ("grad_norm", "skipped_steps", "lr", "entropy", "clip_frac_high", "clip_frac_low", "kl"):
+    for key in ("grad_norm", "skipped_steps", "lr"):
         values = [m[key] for m in train if key in m]
         if values:  # skipped_steps is a running count: its last value is the newest
             row[key] = max(values) if key in ("grad_norm", "skipped_steps") else _mean(values)
+    # entropy, KL to the behaviour policy (approx_kl), ratio and clip statistics: each update's values are
+    # already over all its tokens on all ranks; the step's are token-weighted over its updates
+    merged = merge_micro_metrics(train)
+    row |= {k: merged[k] for k in (*MEAN_METRICS, "ratio_min", "ratio_max") if k in merged}
     return row | ds_stats.as_metrics() | log.reward | env.sampler.metrics()
 
 
-def evaluate_items(env: RLEnv, items: list, *, temperature: float, max_new_tokens: int, seed: int,
+def validation_sampling(rollout: Any, *, seed: int, max_tokens: int) -> SamplingSettings:
+    """Validation sampling: `rollout.val_samples` samples per item at `rollout.val_temperature` with nucleus
+    mass `rollout.val_top_p` (and the training top-k); greedy at temperature 0, where one sample is all
+    there is (n samples would be identical)."""
+    t = rollout.val_temperature
+    return SamplingSettings(n=rollout.val_samples if t > 0 else 1, temperature=t,
+                            top_p=rollout.val_top_p if t > 0 else 1.0, top_k=rollout.top_k if t > 0 else -1,
+                            max_tokens=max_tokens, seed=seed)
+
+
+def evaluate_items(env: RLEnv, items: list, settings: SamplingSettings,
                    what: str = "validate") -> list[dict[str, Any]]:
-    """One sample per item at `temperature` (0: greedy); per item: id, correct, response (rank 0's, shared)."""
-    settings = sampling(env.cfg.rollout, n=1, seed=seed, max_tokens=max_new_tokens, temperature=temperature)
+    """`settings.n` samples per item; per item: id, correct (the fraction of its samples scored 1), scores,
+    and the first sample's response and truncation (rank 0's, shared)."""
     ids = [it.item_id for it in items]
     samples, scores = generate_and_score(env, ids, settings, what=what)
-    return [{"item_id": x, "correct": s >= 1.0, "score": s, "response": decode(env.tokenizer, g[0].token_ids),
-             "truncated": g[0].truncated} for x, g, s in zip(ids, samples, scores)]
+    out, start = [], 0
+    for x, group in zip(ids, samples):
+        mine = scores[start:start + len(group)]
+        start += len(group)
+        out.append({"item_id": x, "correct": _mean([float(s >= 1.0) for s in mine]), "scores": mine,
+                    "response": decode(env.tokenizer, group[0].token_ids), "truncated": group[0].truncated})
+    return out

@@ -211,3 +211,43 @@ def test_masked_positions_with_an_overflowing_ratio_stay_finite() -> None:
     loss.backward()
     assert loss.item() == pytest.approx(1.0) and m["ratio_max"] == pytest.approx(1.0)  # Â=−1, ρ=1 → ℓ = 1
     assert logp.grad.tolist() == [[pytest.approx(1.0), 0.0]]
+
+
+def test_metrics_reduced_over_ranks_are_the_whole_batch_metrics() -> None:
+    """Two "ranks" (row 0 | row 1 plus an all-padding micro-batch), their `metric_totals` summed and
+    maxed as the all-reduce does: the metrics of the whole batch in one call, entropy included with
+    entropy_coef 0 (token-weighted, not a mean of per-rank means)."""
+    from nemo_qwenlong.algorithms.losses import merge_micro_metrics, metric_totals, metrics_from_totals
+
+    logp, old, adv, mask = _case()
+    ent = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 9.0]])  # 9.0 is masked
+    kw = dict(**CLIP, num_global_tokens=5, entropy=ent)
+
+    def micro(rows: list[int], m: torch.Tensor = mask) -> dict[str, float]:
+        loss, out = policy_loss(logp[rows], old[rows], adv[rows], m[rows], **{**kw, "entropy": ent[rows]})
+        return out | {"loss": float(loss)}
+
+    whole = micro([0, 1])
+    rank_a = [micro([0])]  # 3 tokens: entropy mean 2, ratios 1.0, 1.3, 0.5
+    rank_b = [micro([1]), micro([1], torch.zeros_like(mask))]  # 2 tokens: entropy mean 4.5, ratios 0.7, 1.5
+    (sa, ma), (sb, mb) = metric_totals(rank_a), metric_totals(rank_b)
+    reduced = metrics_from_totals(sa + sb, torch.maximum(ma, mb))
+    # entropy: (1 + 2 + 3 + 4 + 5) / 5 = 3 (the mean of the two ranks' means would be 3.25)
+    assert reduced["entropy"] == pytest.approx(3.0) and rank_a[0]["entropy"] == pytest.approx(2.0)
+    assert (reduced["ratio_min"], reduced["ratio_max"]) == (pytest.approx(0.5), pytest.approx(1.5))
+    assert reduced["num_tokens"] == 5.0 and reduced["loss"] == pytest.approx(-0.096, abs=1e-6)
+    assert reduced.keys() == whole.keys()
+    for key, value in whole.items():
+        assert reduced[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert merge_micro_metrics(rank_a + rank_b) == reduced
+
+
+def test_metrics_with_no_valid_token_anywhere_are_zero() -> None:
+    from nemo_qwenlong.algorithms.losses import merge_micro_metrics
+
+    logp, old, adv, mask = _case()
+    _, m = policy_loss(logp, old, adv, torch.zeros_like(mask), **CLIP, num_global_tokens=1)
+    merged = merge_micro_metrics([m | {"loss": 0.0}])
+    assert merged["num_tokens"] == 0.0 and merged["ratio_min"] == merged["ratio_max"] == merged["approx_kl"] == 0.0
+    assert "entropy" not in merged and merge_micro_metrics([{"num_tokens": 3.0, "loss": 0.5}]) == {"num_tokens": 3.0,
+                                                                                                   "loss": 0.5}

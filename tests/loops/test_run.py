@@ -79,6 +79,33 @@ def test_full_pipeline_small(tmp_path: Path) -> None:
     assert len(rows(out, "rl")) == 4 and "rl step" not in again.stdout
 
 
+def test_validation_before_training_and_step_metrics(tmp_path: Path) -> None:
+    """logging.val_before_train: a fresh run validates before RL step 1 (a step-0 row, 2 samples per val
+    item); a resume past step 0 does not validate again. With rl.entropy_coef=0 every RL row still has the
+    entropy, the KL to the behaviour policy and the ratio and clip statistics; the plots are made."""
+    out = tmp_path / "run"
+    args = [*SMALL, *NO_SFT, "logging.val_before_train=true", "rollout.val_samples=2", "rl.entropy_coef=0",
+            "rl.dynamic_sampling.enable=false", "checkpoint.save_every_steps=1"]  # every step updates
+    res = run_cli(out, *args, "--max-steps", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "rl step 0 (before training): val acc" in res.stdout
+    first = rows(out, "rl")
+    assert [r["step"] for r in first] == [0, 1]
+    assert set(first[0]) == {"phase", "stage", "step", "val_accuracy"} and first[0]["stage"] == "stage1-short"
+    assert 0.0 <= first[0]["val_accuracy"] <= 1.0
+    assert first[1]["update_skipped"] == 0 and "kl" not in first[1]
+    for key in ("entropy", "approx_kl", "ratio_mean", "ratio_min", "ratio_max", "clip_frac_low", "clip_frac_high",
+                "dual_clip_frac"):
+        assert key in first[1], key
+    assert first[1]["entropy"] > 0 and first[1]["ratio_min"] <= first[1]["ratio_mean"] <= first[1]["ratio_max"]
+    again = run_cli(out, *args, "--max-steps", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rl step 0" not in again.stdout and [r["step"] for r in rows(out, "rl")] == [0, 1, 2]
+    assert rows(out, "rl")[0] == first[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"]["rl"] == 2 and (out / "plots" / "rl.png").stat().st_size > 1000
+
+
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 400) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

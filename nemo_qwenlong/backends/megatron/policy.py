@@ -30,7 +30,13 @@ from torch import Tensor
 
 from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
 from nemo_qwenlong.algorithms.logprobs import fused_token_logprobs, token_logprobs
-from nemo_qwenlong.algorithms.losses import count_sequences, count_tokens, merge_micro_metrics, policy_loss
+from nemo_qwenlong.algorithms.losses import (
+    count_sequences,
+    count_tokens,
+    metric_totals,
+    metrics_from_totals,
+    policy_loss,
+)
 from nemo_qwenlong.algorithms.packed import PackedLayout, cp_merge_packed, cp_split_packed, pack_rows, row_multiple
 from nemo_qwenlong.algorithms.packing import micro_batches_by_tokens, micro_batches_packed, micro_batches_shared_prompt
 from nemo_qwenlong.algorithms.sequences import (
@@ -322,20 +328,32 @@ class MegatronPolicy:
         return metrics
 
     def _finish(self, metrics: list[dict[str, float]]) -> dict[str, float]:
-        """Optimiser step; metrics are this rank's micro-batches merged, except `loss`, which is the
-        step's loss summed over DP×CP ranks (each rank's part is already globally normalised)."""
-        out = merge_micro_metrics(metrics)
-        out = out | {"loss": self._sum(out.get("loss", 0.0), self.grad_group)} | self.optimizer.step()
+        """Optimiser step; the step's metrics over every micro-batch on every DP×CP rank (`reduce_metrics`)."""
+        out = self.reduce_metrics(metrics) | self.optimizer.step()
         self.optimizer.zero_grad()
         return out
+
+    def reduce_metrics(self, metrics: list[dict[str, float]]) -> dict[str, float]:
+        """This rank's micro-batch metrics reduced over the DP×CP ranks (each holds its own tokens; TP ranks
+        hold the same ones): token-weighted means over the global valid tokens, extrema over all ranks,
+        `num_tokens` and the (globally normalised) `loss` summed (`losses.metric_totals`)."""
+        sums, maxima = metric_totals(metrics)
+        if dist.get_world_size(self.grad_group) > 1:
+            device = "cpu" if dist.get_backend() == "gloo" else self.device
+            sums, maxima = sums.to(device), maxima.to(device)
+            dist.all_reduce(sums, group=self.grad_group)
+            dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=self.grad_group)
+        return metrics_from_totals(sums.cpu(), maxima.cpu())
 
     def rl_loss(self, rl: RLConfig):
         """Loss callable for `accumulate_gradients` from the RL settings (DAPO/GRPO, spec §4.3)."""
         def loss(mb: RolloutBatch, layout: Layout, count: int) -> tuple[Tensor, dict[str, float]]:
             if mb.advantages is None:
                 raise ValueError("RolloutBatch.advantages is required for the RL loss")
-            with_entropy = rl.entropy_coef > 0
-            lp, ent = self._sequence_logprobs(layout, with_entropy=with_entropy)
+            # entropy is always logged; with entropy_coef 0 it is detached (its chunks add one dot product
+            # per token in forward and nothing in backward, `algorithms.logprobs`)
+            lp, ent = self._sequence_logprobs(layout, with_entropy=True)
+            ent = ent if rl.entropy_coef > 0 else ent.detach()
             seq = lambda t, fill=0.0: self._split(to_sequence_layout(t, layout, fill), layout)  # noqa: E731
             ref = seq(mb.ref_logprobs) if rl.kl_coef > 0 else None
             # No old log-probs: one update per rollout batch, so the behaviour policy *is* the current
