@@ -54,7 +54,7 @@ def test_validation_sampling_takes_val_samples_and_val_top_p() -> None:
 
 def _env() -> RLEnv:
     stage = StageConfig(name="s1", max_input_tokens=100, steps=1)
-    sampler = RetrospectiveSampler([["a", "b"]], [stage], batch_size=1, seed=0)
+    sampler = RetrospectiveSampler([["a", "b"]], [stage], batch_size=1, seed=0, drop_last=True)
     return RLEnv(cfg=None, policy=None, engine=None, reward=None, tokenizer=None, items={}, prompts={}, sampler=sampler)
 
 
