@@ -122,10 +122,11 @@ def write_report(run: Any, wall: float) -> dict[str, Any]:
 
 def _after_stage(run: Any, result: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Held-out accuracy by band after each stage: SFT from the eval stage, each RL stage from the
-    probe in its `stage.json` (greedy, the rollout engine, the stage's final weights)."""
+    probe in its `stage.json` (greedy, the rollout engine, the stage's final weights). The SFT row only
+    when the eval stage scored the held-out split (not `evaluation.benchmarks`)."""
     out: dict[str, dict[str, float]] = {}
     sft = (result.get("by_band") or {}).get("sft")
-    if sft:
+    if sft and not run.cfg.evaluation.benchmarks:
         out["sft"] = dict(sorted(sft.items())) | {"all": result["heldout_accuracy"]["sft"]}
     for stage in run.cfg.curriculum.stages:
         path = run.dirs.get(f"rl-{stage.name}")
