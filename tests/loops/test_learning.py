@@ -1,7 +1,7 @@
 """The embedded default (`make run`, conf/tiny-cpu.yaml, seed 1) learns: held-out accuracy after RL
 at least 5 points above the SFT checkpoint's, the RL rollout accuracy rises, and each curriculum stage
 teaches: a median kept-group fraction (groups with mixed correctness, the only ones with a gradient) of
-at least 0.2 in each RL stage, and held-out accuracy reported by band after each stage. ~4 min on 2
+at least 0.2 in each RL stage, and held-out accuracy reported by band after each stage. ~3 min on 2
 cores. (The 3-seed average and the stage-1 vs stage-1+2 comparison are in docs/benchmarks.md.)"""
 
 from __future__ import annotations
