@@ -4,6 +4,9 @@ Items are the held-out set (each `DocQAItem` as an eval item of benchmark `heldo
 task, else its `data_source`) or, with `evaluation.benchmarks`, the benchmarks' items from
 `evaluation.data_dir`. Multiple-choice items are left out: the evaluation protocol has no scorer for
 them. Rank 0 only (the engine lives there).
+
+`accuracy_by_band` groups the same way for the held-out probe that `run` takes after each RL stage
+(greedy, with the rollout engine that already holds the stage's final weights).
 """
 
 from __future__ import annotations
@@ -53,3 +56,12 @@ def overall(summary: list[dict[str, Any]], metric: str) -> float:
     """Row-weighted mean of a metric over benchmarks, as a fraction."""
     n = sum(s["n"] for s in summary)
     return sum((s.get(metric) or 0.0) * s["n"] for s in summary) / n / 100.0 if n else 0.0
+
+
+def accuracy_by_band(items: list[Any], correct: list[bool]) -> dict[str, float]:
+    """Fraction correct per benchmark (`heldout-<band>` for the tiny task) and over all items ("all")."""
+    bands: dict[str, list[bool]] = {}
+    for it, ok in zip(items, correct, strict=True):
+        bands.setdefault(_benchmark(it), []).append(bool(ok))
+    out = {b: sum(v) / len(v) for b, v in sorted(bands.items())}
+    return out | ({"all": sum(correct) / len(correct)} if correct else {})

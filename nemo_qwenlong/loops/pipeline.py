@@ -472,7 +472,8 @@ class Run:
                     raise Preempted(f"RL step {step}")
             if dist.is_rank0():
                 env.sampler.ledger.to_csv(folder / "difficulty_ledger.csv", retrospective=stage.retrospective)
-            mark_done(folder, {"last_step": step, "checkpoint": str(folder / "checkpoints")})
+            mark_done(folder, {"last_step": step, "checkpoint": str(folder / "checkpoints"),
+                               "heldout_probe": self._heldout_probe(env, stage.name)})
         self.rl_done_step = step
 
     def _accuracy(self, env: Any, items: list, step: int) -> float:
@@ -484,15 +485,36 @@ class Run:
         results = evaluate_items(env, items, settings)
         return sum(r["correct"] for r in results) / len(results)
 
+    def _heldout_probe(self, env: Any, stage: str) -> dict[str, Any]:
+        """Held-out accuracy by band after an RL stage: greedy (`evaluation.temperature`) with the rollout
+        engine, which holds the stage's final weights; items whose prompt fits the longest stage."""
+        from nemo_qwenlong.loops.evaluation import accuracy_by_band
+        from nemo_qwenlong.loops.rl import evaluate_items
+
+        cfg = self.cfg
+        cap = max(s.max_input_tokens for s in cfg.curriculum.stages)
+        items = [it for it in self.data.heldout if len(self.prompts[it.item_id]) <= cap][: cfg.evaluation.max_items]
+        if not items:
+            return {}
+        results = evaluate_items(env, items, temperature=cfg.evaluation.temperature, seed=cfg.seed,
+                                 max_new_tokens=cfg.evaluation.max_new_tokens or cfg.rollout.max_new_tokens,
+                                 what="held-out probe")
+        acc = accuracy_by_band(items, [r["correct"] for r in results])
+        self.console.line(f"held-out after {stage} ({len(items)} items): "
+                          + ", ".join(f"{b} {v:.3f}" for b, v in acc.items()))
+        return {"items": len(items), "accuracy": acc}
+
     def _show_rl(self, row: dict[str, Any], last: int) -> None:
         if row["step"] % self.cfg.logging.log_every_steps and row["step"] != last:
             return
         val = f"  val acc {row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
+        reward = ("no mixed group (update skipped)" if row.get("update_skipped") else
+                  f"reward {row['reward_mean']:+.3f}  loss {row['loss']:+.4f}")
+        agree = f"|Δlogp| {row['logprob_abs_diff_max']:.1e}  " if "logprob_abs_diff_max" in row else ""
         self.console.line(
-            f"rl step {row['step']}/{last} [{row['stage']}]: reward {row['reward_mean']:+.3f}  acc {row['accuracy']:.3f}  "
-            f"loss {row['loss']:+.4f}  kept {row['dynamic_sampling/kept_fraction']:.2f} in "
-            f"{int(row['dynamic_sampling/rounds'])} round(s)  |Δlogp| {row.get('logprob_abs_diff_max', float('nan')):.1e}  "
-            f"{row['time/step_s']:.1f} s{val}")
+            f"rl step {row['step']}/{last} [{row['stage']}]: {reward}  acc {row['accuracy']:.3f}  "
+            f"kept {row['dynamic_sampling/kept_fraction']:.2f} in "
+            f"{int(row['dynamic_sampling/rounds'])} round(s)  {agree}{row['time/step_s']:.1f} s{val}")
 
     # -- export and eval
     def _final_policy(self) -> None:

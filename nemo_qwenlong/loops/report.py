@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ def write_report(run: Any, wall: float) -> dict[str, Any]:
         "heldout_accuracy": result.get("heldout_accuracy", {}), "heldout_by_band": result.get("by_band", {}),
         "heldout_items": result.get("items"), "judge_in_eval": result.get("judge", False),
         "heldout_qwenlong": result.get("qwenlong", {}), "eval_reports": result.get("reports", {}),
+        "heldout_after_stage": _after_stage(run, result), "kept_fraction_median": _kept_median(run, rows_rl),
         "reward_first_last": _first_last(rows_rl, "reward_mean"), "accuracy_first_last": _first_last(rows_rl, "accuracy"),
         "plots": [str(p) for p in made if p], "export": str(run.dirs["export"] / "hf") if "export" in run.dirs else None,
     }
@@ -119,6 +121,33 @@ def write_report(run: Any, wall: float) -> dict[str, Any]:
     atomic_write_text(run_dir / "summary.md", _markdown(summary))
     run.console.line(_markdown(summary))
     return summary
+
+
+def _after_stage(run: Any, result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Held-out accuracy by band after each stage: SFT from the eval stage, each RL stage from the
+    probe in its `stage.json` (greedy, the rollout engine, the stage's final weights). The SFT row only
+    when the eval stage scored the held-out split (not `evaluation.benchmarks`)."""
+    out: dict[str, dict[str, float]] = {}
+    sft = (result.get("by_band") or {}).get("sft")
+    if sft and not run.cfg.evaluation.benchmarks:
+        out["sft"] = dict(sorted(sft.items())) | {"all": result["heldout_accuracy"]["sft"]}
+    for stage in run.cfg.curriculum.stages:
+        path = run.dirs.get(f"rl-{stage.name}")
+        done = json.loads((path / "stage.json").read_text()) if path and (path / "stage.json").is_file() else {}
+        if done.get("heldout_probe"):
+            out[stage.name] = done["heldout_probe"]["accuracy"]
+    return out
+
+
+def _kept_median(run: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Median `dynamic_sampling/kept_fraction` (mixed groups / groups generated) per RL stage."""
+    out = {}
+    for stage in run.cfg.curriculum.stages:
+        vals = [r["dynamic_sampling/kept_fraction"] for r in rows
+                if r["stage"] == stage.name and r.get("dynamic_sampling/kept_fraction") is not None]
+        if vals:
+            out[stage.name] = round(statistics.median(vals), 4)
+    return out
 
 
 def _first_last(rows: list[dict[str, Any]], key: str, window: int = 5) -> list[float] | None:
@@ -148,7 +177,25 @@ def _markdown(s: dict[str, Any]) -> str:
             lines.append(f"  - {k} report: {path}")
         for k, bands in s["heldout_by_band"].items():
             lines.append(f"  - {k} by band: " + ", ".join(f"{b} {v:.3f}" for b, v in bands.items()))
+    lines += _after_stage_table(s)
     if s["export"]:
         lines.append(f"- HF export: {s['export']}")
     lines += [f"- plots: {', '.join(s['plots'])}" if s["plots"] else "- plots: none", ""]
     return "\n".join(lines)
+
+
+def _after_stage_table(s: dict[str, Any]) -> list[str]:
+    after, kept = s.get("heldout_after_stage") or {}, s.get("kept_fraction_median") or {}
+    lines = []
+    if kept:
+        lines.append("- median kept-group fraction (dynamic sampling) per RL stage: "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in kept.items()))
+    if not after:
+        return lines
+    bands = sorted({b for v in after.values() for b in v if b != "all"}) + ["all"]
+    lines += ["", "Held-out accuracy after each stage, by band (SFT: the eval stage; RL stages: a greedy probe "
+              "with the rollout engine at the stage's end, scored by the RL reward):", "",
+              "| after | " + " | ".join(bands) + " |", "|---" * (len(bands) + 1) + "|"]
+    for name, acc in after.items():
+        lines.append(f"| {name} | " + " | ".join(f"{acc[b]:.3f}" if b in acc else "" for b in bands) + " |")
+    return lines + [""]

@@ -73,6 +73,15 @@ def test_full_pipeline_small(tmp_path: Path) -> None:
         scored = (out / "05-eval" / name / "scores.jsonl").read_text().splitlines()
         assert len(scored) == 16 and (out / "05-eval" / name / "report.md").is_file()
     assert summary["wall_seconds"] > 0 and (out / "plots" / "rl.png").stat().st_size > 1000
+    for folder in ("02-rl-stage1-short", "03-rl-stage2-long"):  # the held-out probe at each RL stage's end
+        probe = json.loads((out / folder / "stage.json").read_text())["heldout_probe"]
+        assert probe["items"] == 16 and set(probe["accuracy"]) == {"heldout-stage1-short", "heldout-stage2-long", "all"}
+    after = summary["heldout_after_stage"]
+    assert list(after) == ["sft", "stage1-short", "stage2-long"] and set(summary["kept_fraction_median"]) == {
+        "stage1-short", "stage2-long"}
+    # the last stage's probe and the eval stage score the same greedy answers of the same weights
+    assert after["stage2-long"]["all"] == summary["heldout_accuracy"]["rl"]
+    assert "Held-out accuracy after each stage, by band" in (out / "summary.md").read_text()
     # a finished run resumed is a no-op that skips every stage
     again = run_cli(out, *SMALL, "sft.max_steps=4", "sft.val_every_steps=2")
     assert again.returncode == 0, again.stderr[-2000:]
