@@ -489,15 +489,14 @@ class Run:
         """Held-out accuracy by band after an RL stage: greedy (`evaluation.temperature`) with the rollout
         engine, which holds the stage's final weights; items whose prompt fits the longest stage."""
         from nemo_qwenlong.loops.evaluation import accuracy_by_band
-        from nemo_qwenlong.loops.rl import evaluate_items
+        from nemo_qwenlong.loops.rl import evaluate_items, probe_sampling
 
         cfg = self.cfg
         cap = max(s.max_input_tokens for s in cfg.curriculum.stages)
         items = [it for it in self.data.heldout if len(self.prompts[it.item_id]) <= cap][: cfg.evaluation.max_items]
         if not items:
             return {}
-        results = evaluate_items(env, items, temperature=cfg.evaluation.temperature, seed=cfg.seed,
-                                 max_new_tokens=cfg.evaluation.max_new_tokens or cfg.rollout.max_new_tokens,
+        results = evaluate_items(env, items, probe_sampling(cfg.evaluation, cfg.rollout, seed=cfg.seed),
                                  what="held-out probe")
         acc = accuracy_by_band(items, [r["correct"] for r in results])
         self.console.line(f"held-out after {stage} ({len(items)} items): "

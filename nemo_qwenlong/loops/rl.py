@@ -304,6 +304,15 @@ def validation_sampling(rollout: Any, *, seed: int, max_tokens: int) -> Sampling
                             max_tokens=max_tokens, seed=seed)
 
 
+def probe_sampling(evaluation: Any, rollout: Any, *, seed: int) -> SamplingSettings:
+    """The held-out probe after a stage: one sample per item at `evaluation.temperature` (0: greedy),
+    `evaluation.max_new_tokens` (default: the rollout's cap)."""
+    t = evaluation.temperature
+    return SamplingSettings(n=1, temperature=t, top_p=rollout.top_p if t > 0 else 1.0,
+                            top_k=rollout.top_k if t > 0 else -1,
+                            max_tokens=evaluation.max_new_tokens or rollout.max_new_tokens, seed=seed)
+
+
 def evaluate_items(env: RLEnv, items: list, settings: SamplingSettings,
                    what: str = "validate") -> list[dict[str, Any]]:
     """`settings.n` samples per item; per item: id, correct (the fraction of its samples scored 1), scores,
