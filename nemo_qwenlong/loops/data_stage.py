@@ -16,6 +16,8 @@ from typing import Any
 
 from nemo_qwenlong.data.loaders import load_items, write_docqa_parquet
 from nemo_qwenlong.data.schema import DocQAItem
+from nemo_qwenlong.loops import dist
+from nemo_qwenlong.loops.run_dir import STAGE_JSON, RunError, mark_done, stage_done
 
 @dataclass
 class PreparedData:
@@ -79,3 +81,18 @@ def prepare(cfg: Any, stage_dir: Path) -> PreparedData:
             "fingerprint": {"train": fingerprint(train), "val": fingerprint(val), "heldout": fingerprint(heldout)}}
     return PreparedData(train, val, heldout, files.get("sft"), info)
 
+
+def run_data_stage(run: Any) -> PreparedData:
+    """The `data` stage of `run` (`loops.pipeline.Run`): prepared on rank 0, shared with every rank; a
+    resumed run must find the data it started with."""
+    folder = run.dirs.get("data", run.run_dir / "data")
+    data = prepare(run.cfg, folder) if dist.is_rank0() else None
+    data = dist.broadcast(data)
+    done = stage_done(folder)
+    if done and done["fingerprint"] != data.info["fingerprint"]:
+        raise RunError(f"the data differs from the data this run started with ({folder / STAGE_JSON}: "
+                       f"{done['fingerprint']}, now {data.info['fingerprint']}); start a new run")
+    if not done:
+        mark_done(folder, data.info)
+        run.console.line(f"data: {data.info['counts']}")
+    return data

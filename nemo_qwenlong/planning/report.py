@@ -172,7 +172,7 @@ def render_times(lay: Layout, b: Batch, gpus: list[Gpu], times: list[StepTimes],
 def device_fit_problem(cfg: Any, *, memory_bytes: float, device: str) -> str | None:
     """Why the recipe's longest stage would not fit a GPU of `memory_bytes` (the planner's estimate of
     the larger phase peak, rollouts or training), or None when it fits or the model is unknown.
-    The hardware check of `run` (loops.pipeline.check_hardware) asks this of the real device."""
+    The hardware check of `run` (loops.checks.check_hardware) asks this of the real device."""
     from nemo_qwenlong.planning.hardware import geometry_of
 
     m = cfg.model

@@ -12,7 +12,7 @@ import pytest
 from nemo_qwenlong.config import load_config
 from nemo_qwenlong.launch import requeue, wait_ready
 from nemo_qwenlong.launch.plan import LaunchOptions, build_plan
-from nemo_qwenlong.loops.pipeline import config_differences
+from nemo_qwenlong.loops.run_dir import config_differences
 from tests.launch.snapshots import CLUSTER_FILE, CONF, LOCAL_RECIPE, main, no_stdin, render_case
 
 RECIPE = CONF / "qwenlong-l1" / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml"

@@ -12,6 +12,7 @@ from nemo_qwenlong.config.loader import load_config
 from nemo_qwenlong.data.schema import DocQAItem
 from nemo_qwenlong.loops.evaluation import accuracy_by_band
 from nemo_qwenlong.loops.pipeline import Run, RunOptions
+from nemo_qwenlong.loops.rl_stages import show_rl
 from nemo_qwenlong.loops.report import _after_stage, _kept_median, _markdown
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def _skipped_row() -> dict:
 def test_a_step_without_a_mixed_group_prints_no_nan(capsys) -> None:  # noqa: ANN001
     run = Run(load_config(REPO / "conf" / "tiny-cpu.yaml"), RunOptions(progress=False))
     row = _skipped_row() | {"reward_mean": float("nan")}  # what rl_step returns
-    run._show_rl(row, last=120)
+    show_rl(run, row, last=120)
     line = capsys.readouterr().out.strip()
     assert line == ("rl step 70/120 [stage2-long]: no mixed group (update skipped)  acc 0.000  kept 0.00 in "
                     "4 round(s)  1.2 s")
