@@ -11,7 +11,7 @@ global prompt start+i, seeded with seed+start+i, so samples do not depend on the
 to every rank over the world group, then the policy takes one SFT step and every rank refits its
 engine from its own trainer shards (`state_dict_for_refit` gathers over megatron's TP group),
 and each replica scores a probe batch against the trainer's log-probs. Rank 0 prints
-"REPLICAS <json>" and writes OUT/report-e{T}-t{M}.json (samples included, to compare layouts).
+"REPLICAS <json>" and writes OUT/report-e{T}-t{M}-dp{world|1}.json (samples included, to compare layouts).
 Not a test and not library code: research for docs/i23 design; nothing here is imported elsewhere.
 """
 
@@ -54,8 +54,11 @@ def build_policy(model_dir: Path, trainer_tp: int):  # noqa: ANN201
     return policy
 
 
-def build_replica(model_dir: Path, engine_tp: int):  # noqa: ANN201
-    """A VLLMGenerator whose LLM is this rank's share of a replica (external_launcher, CPU)."""
+def build_replica(model_dir: Path, engine_tp: int, vllm_dp: str):  # noqa: ANN201
+    """A VLLMGenerator whose LLM is this rank's share of a replica (external_launcher, CPU).
+    vllm_dp="world": data_parallel_size=W/T (vLLM's DP: replicas step in lockstep, one all_reduce per
+    engine step, idle replicas run dummy batches); "1": data_parallel_size=1, the replicas are vLLM's
+    leading "ExternalDP" dimension of its rank layout (independent engines, as verl uses them)."""
     from vllm import LLM
 
     from nemo_qwenlong.backends.vllm.engine import REFIT_EXTENSION, Residency, VLLMGenerator
@@ -64,7 +67,7 @@ def build_replica(model_dir: Path, engine_tp: int):  # noqa: ANN201
     gen = VLLMGenerator.__new__(VLLMGenerator)  # its generate/score/load_weights, our constructor
     gen.llm = LLM(model=str(model_dir), dtype="float32", max_model_len=256, seed=0, enforce_eager=True,
                   enable_prefix_caching=True, enable_chunked_prefill=False, logprobs_mode="processed_logprobs",
-                  tensor_parallel_size=engine_tp, data_parallel_size=world // engine_tp,
+                  tensor_parallel_size=engine_tp, data_parallel_size=world // engine_tp if vllm_dp == "world" else 1,
                   distributed_executor_backend="external_launcher", worker_extension_cls=REFIT_EXTENSION)
     gen.worker_processes, gen.sleep_mode, gen.residency, gen._next_id = False, False, Residency(), 0
     return gen
@@ -122,17 +125,18 @@ def main() -> None:
     ap.add_argument("--trainer-tp", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
+    ap.add_argument("--vllm-dp", choices=("world", "1"), default="world")
     args = ap.parse_args()
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    report: dict = {"engine_tp": args.engine_tp, "trainer_tp": args.trainer_tp}
+    report: dict = {"engine_tp": args.engine_tp, "trainer_tp": args.trainer_tp, "vllm_dp": args.vllm_dp}
     part, engine = setup_and_run(args)
     report |= part
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, report)
     if dist.get_rank() == 0:
         summary = {"ranks": parts}
-        path = args.out / f"report-e{args.engine_tp}-t{args.trainer_tp}.json"
+        path = args.out / f"report-e{args.engine_tp}-t{args.trainer_tp}-dp{args.vllm_dp}.json"
         path.write_text(json.dumps(summary, indent=1))
         slim = [{k: v for k, v in p.items() if k not in ("samples", "samples_after")} for p in parts]
         print("REPLICAS " + json.dumps(slim), flush=True)
@@ -159,12 +163,15 @@ def setup_and_run(args: argparse.Namespace) -> tuple[dict, object]:
     policy = build_policy(model_dir, args.trainer_tp)
     seed_before = torch.initial_seed()
     rss0, t0 = rss_mb(), time.perf_counter()
-    engine = build_replica(model_dir, args.engine_tp)
+    engine = build_replica(model_dir, args.engine_tp, args.vllm_dp)
     r |= {"engine_build_s": time.perf_counter() - t0, "engine_rss_mb": rss_mb() - rss0,
           "torch_initial_seed_before_after": [seed_before, torch.initial_seed()]} | vllm_groups()
     r |= {"megatron_groups_after_engine": megatron_groups()}
-    pc = engine.llm.llm_engine.vllm_config.parallel_config
-    replica, replicas = pc.data_parallel_rank, pc.data_parallel_size
+    if args.vllm_dp == "world":
+        pc = engine.llm.llm_engine.vllm_config.parallel_config
+        replica, replicas = pc.data_parallel_rank, pc.data_parallel_size
+    else:  # ExternalDP: replica = rank // T (vLLM's TP groups are consecutive ranks)
+        replica, replicas = rank // args.engine_tp, world // args.engine_tp
     r |= {"replica": replica, "replicas": replicas, "world": world}
     r |= run_checks(engine, policy, args, replica, replicas)
     return r, engine
