@@ -11,7 +11,7 @@ global prompt start+i, seeded with seed+start+i, so samples do not depend on the
 to every rank over the world group, then the policy takes one SFT step and every rank refits its
 engine from its own trainer shards (`state_dict_for_refit` gathers over megatron's TP group),
 and each replica scores a probe batch against the trainer's log-probs. Rank 0 prints
-"REPLICAS <json>" and writes OUT/report-e{T}-t{M}-dp{world|1}.json (samples included, to compare layouts).
+"REPLICAS <json>" and writes OUT/report-w{W}-e{T}-t{M}-dp{world|1}.json (samples included, to compare layouts).
 Not a test and not library code: research for docs/i23 design; nothing here is imported elsewhere.
 """
 
@@ -136,7 +136,7 @@ def main() -> None:
     dist.all_gather_object(parts, report)
     if dist.get_rank() == 0:
         summary = {"ranks": parts}
-        path = args.out / f"report-e{args.engine_tp}-t{args.trainer_tp}-dp{args.vllm_dp}.json"
+        path = args.out / f"report-w{dist.get_world_size()}-e{args.engine_tp}-t{args.trainer_tp}-dp{args.vllm_dp}.json"
         path.write_text(json.dumps(summary, indent=1))
         slim = [{k: v for k, v in p.items() if k not in ("samples", "samples_after")} for p in parts]
         print("REPLICAS " + json.dumps(slim), flush=True)
