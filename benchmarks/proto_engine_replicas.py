@@ -12,7 +12,7 @@ to every rank over the world group, then the policy takes one SFT step and every
 engine from its own trainer shards (`state_dict_for_refit` gathers over megatron's TP group),
 and each replica scores a probe batch against the trainer's log-probs. Rank 0 prints
 "REPLICAS <json>" and writes OUT/report-w{W}-e{T}-t{M}-dp{world|1}.json (samples included, to compare layouts).
-Not a test and not library code: research for docs/i23 design; nothing here is imported elsewhere.
+Not a test and not library code: research for docs/design/distributed-rollouts.md; nothing here is imported elsewhere.
 """
 
 from __future__ import annotations
