@@ -31,6 +31,12 @@ def stage_lengths(run: Any) -> tuple[list[list[str]], list[int]]:
         if not pool:
             raise RunError(f"curriculum stage '{s.name}' has no training items with {s.min_input_tokens} < "
                            f"prompt tokens <= {s.max_input_tokens} (check the data or the stage bands)")
+        if run.cfg.curriculum.drop_last and len(pool) < run.cfg.rl.gen_batch_size:
+            # a batch takes up to rl.gen_batch_size items from the stage's own band (fewer only when the
+            # ledger has retrospective items), and drop_last never repeats an item within a batch
+            raise RunError(f"curriculum stage '{s.name}' has {len(pool)} training items, fewer than "
+                           f"rl.gen_batch_size={run.cfg.rl.gen_batch_size} with curriculum.drop_last=true; "
+                           "add items to the stage's band, lower rl.gen_batch_size, or set curriculum.drop_last=false")
         if n == 0:
             raise RunError(f"curriculum stage '{s.name}': {len(pool)} items make 0 steps of "
                            f"rl.gen_batch_size={run.cfg.rl.gen_batch_size} with drop_last")
