@@ -82,11 +82,17 @@ def item_ids_sha1(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()
 
 
+def _settings(*, n: int, temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int) -> SamplingSettings:
+    """The one greedy rule: at temperature 0 nucleus and top-k filtering are off."""
+    t = temperature
+    return SamplingSettings(n=n, temperature=t, top_p=top_p if t > 0 else 1.0, top_k=top_k if t > 0 else -1,
+                            max_tokens=max_tokens, seed=seed)
+
+
 def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int) -> SamplingSettings:
     """Training sampling (rollout.temperature/top_p/top_k; greedy at temperature 0)."""
-    t = rollout.temperature
-    return SamplingSettings(n=n, temperature=t, top_p=rollout.top_p if t > 0 else 1.0,
-                            top_k=rollout.top_k if t > 0 else -1, max_tokens=max_tokens, seed=seed)
+    return _settings(n=n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
+                     max_tokens=max_tokens, seed=seed)
 
 
 def generate_and_score(env: RLEnv, ids: list[str], settings: SamplingSettings, log: RoundLog | None = None,
@@ -299,18 +305,15 @@ def validation_sampling(rollout: Any, *, seed: int, max_tokens: int) -> Sampling
     mass `rollout.val_top_p` (and the training top-k); greedy at temperature 0, where one sample is all
     there is (n samples would be identical)."""
     t = rollout.val_temperature
-    return SamplingSettings(n=rollout.val_samples if t > 0 else 1, temperature=t,
-                            top_p=rollout.val_top_p if t > 0 else 1.0, top_k=rollout.top_k if t > 0 else -1,
-                            max_tokens=max_tokens, seed=seed)
+    return _settings(n=rollout.val_samples if t > 0 else 1, temperature=t, top_p=rollout.val_top_p,
+                     top_k=rollout.top_k, max_tokens=max_tokens, seed=seed)
 
 
 def probe_sampling(evaluation: Any, rollout: Any, *, seed: int) -> SamplingSettings:
     """The held-out probe after a stage: one sample per item at `evaluation.temperature` (0: greedy),
     `evaluation.max_new_tokens` (default: the rollout's cap)."""
-    t = evaluation.temperature
-    return SamplingSettings(n=1, temperature=t, top_p=rollout.top_p if t > 0 else 1.0,
-                            top_k=rollout.top_k if t > 0 else -1,
-                            max_tokens=evaluation.max_new_tokens or rollout.max_new_tokens, seed=seed)
+    return _settings(n=1, temperature=evaluation.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
+                     max_tokens=evaluation.max_new_tokens or rollout.max_new_tokens, seed=seed)
 
 
 def evaluate_items(env: RLEnv, items: list, settings: SamplingSettings,
