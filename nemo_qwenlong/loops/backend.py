@@ -111,21 +111,22 @@ def load_weights(policy: Any, root: Path, *, optimizer: bool, config_hash: str |
 
 
 def build_engine(cfg: Any, hf_dir: Path):  # noqa: ANN201
-    """The rollout engine (rank 0 only). vLLM in-process, or the transformers reference."""
-    if not dist.is_rank0():
-        return None
+    """The rollout engine. vLLM: on every rank, R = world / rollout.tensor_parallel replicas
+    (`rollout.replicas.EngineReplicas`; one rank: the in-process engine itself); building it is
+    collective. The transformers reference: rank 0 only (None elsewhere)."""
     max_len = cfg.model.tiny.max_position_embeddings if cfg.model.source == "tiny-random" else None
     if cfg.rollout.backend == "vllm":
-        if dist.world() > 1:
-            raise ValueError(
-                f"rollout.backend='vllm' under {dist.world()} ranks: the in-process engine needs its own process "
-                "group (multi-rank engines are the cluster path); use rollout.backend=hf for multi-rank CPU runs")
         from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
+        from nemo_qwenlong.rollout.replicas import EngineReplicas, ReplicaLayout
 
+        layout = ReplicaLayout(dist.world(), dist.rank(), cfg.rollout.tensor_parallel)  # refuses T not dividing W
         if max_len is None:
             max_len = json.loads((hf_dir / "config.json").read_text()).get("max_position_embeddings", 32768)
-        return VLLMGenerator.from_rollout_config(hf_dir, cfg.rollout, dtype=cfg.model.dtype, max_model_len=max_len,
-                                                 seed=cfg.seed)
+        engine = VLLMGenerator.from_rollout_config(hf_dir, cfg.rollout, dtype=cfg.model.dtype, max_model_len=max_len,
+                                                   seed=cfg.seed)
+        return engine if dist.world() == 1 else EngineReplicas(engine, layout, dist)
+    if not dist.is_rank0():
+        return None
     from nemo_qwenlong.backends.hf.generator import HFGenerator
 
     return HFGenerator(hf_dir, dtype=cfg.model.dtype)
@@ -166,8 +167,11 @@ def export_hf(cfg: Any, policy: Any, hf_src: Path, out: Path) -> Path:
 
 
 def hf_tensors(hf_dir: Path):  # noqa: ANN201
-    """(name, tensor) from an HF folder's safetensors, one file at a time (for refitting an engine)."""
-    from safetensors.torch import load_file
+    """(name, tensor) from an HF folder's safetensors, one tensor at a time (for refitting an engine:
+    every engine replica's rank reads them, so none holds a whole shard file)."""
+    from safetensors import safe_open
 
     for path in sorted(hf_dir.glob("*.safetensors")):
-        yield from load_file(str(path)).items()
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                yield name, f.get_tensor(name)

@@ -4,6 +4,8 @@ and of the final policy (`loops.evaluation`), scored again when RL went on after
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from nemo_qwenlong.loops import dist
@@ -13,7 +15,7 @@ from nemo_qwenlong.loops.run_dir import mark_done, stage_done
 
 def run_eval_stage(run: Any) -> None:
     from nemo_qwenlong.loops.backend import build_engine, hf_tensors
-    from nemo_qwenlong.loops.evaluation import eval_items, evaluate_model, overall
+    from nemo_qwenlong.loops.evaluation import overall
 
     folder = run.dirs["eval"]
     step = run.rl_done_step or latest_rl(run)[1]
@@ -27,19 +29,16 @@ def run_eval_stage(run: Any) -> None:
         models["sft"] = run.dirs["sft"] / "hf"
     models["rl" if "rl" in cfg.pipeline else "final"] = run.dirs["export"] / "hf"
     run.engine = run.engine or build_engine(cfg, run.files.hf_dir)
+    spread = getattr(run.engine, "replicated", False)
     summaries: dict[str, list[dict[str, Any]]] = {}
-    if dist.is_rank0():
-        items = eval_items(cfg, run.data.heldout)
-        for name, hf_dir in models.items():
+    for name, hf_dir in models.items():
+        if spread or dist.is_rank0():  # every replica serves the model being evaluated
             run.engine.load_weights(hf_tensors(hf_dir), bucket_bytes=cfg.rollout.refit_bucket_mb * 2**20)
-            sub = folder / name
-            if done:  # RL went on since the last eval: score the new weights from scratch
-                shutil.rmtree(sub, ignore_errors=True)
-            summaries[name] = evaluate_model(run.engine, run.tokenizer, items, sub, cfg,
-                                             model_name=f"{cfg.name}-{name}")
-            run.console.line(f"eval {name}: strict {overall(summaries[name], 'strict'):.3f}, released protocol "
-                              f"(qwenlong) {overall(summaries[name], 'qwenlong'):.3f} over {len(items)} items "
-                              f"-> {sub / 'report.md'}")
+        if dist.is_rank0():
+            with _leading(run.engine) as engine:
+                summaries[name] = _evaluate(run, engine, name, folder / name, done)
+        elif spread:  # rank 0 runs `eval generate`; its generation calls run on every replica
+            run.engine.follow()
     summaries = dist.broadcast(summaries)
     run.eval_result = {
         "rl_step": step, "items": summaries and sum(s["items"] for s in next(iter(summaries.values()))),
@@ -49,3 +48,23 @@ def run_eval_stage(run: Any) -> None:
         "judge": cfg.reward.judge_when != "never", "reports": {k: str(folder / k / "report.md") for k in summaries},
     }
     mark_done(folder, run.eval_result)
+
+
+def _leading(engine: Any):  # noqa: ANN202
+    """Engine replicas: rank 0 leads (its calls run on every replica); one engine: itself."""
+    return engine.lead() if getattr(engine, "replicated", False) else nullcontext(engine)
+
+
+def _evaluate(run: Any, engine: Any, name: str, sub: Path, done: dict | None) -> list[dict[str, Any]]:
+    """Rank 0: `eval generate` + `eval score` of the engine's current weights into `sub`."""
+    from nemo_qwenlong.loops.evaluation import eval_items, evaluate_model, overall
+
+    cfg = run.cfg
+    items = eval_items(cfg, run.data.heldout)
+    if done:  # RL went on since the last eval: score the new weights from scratch
+        shutil.rmtree(sub, ignore_errors=True)
+    summary = evaluate_model(engine, run.tokenizer, items, sub, cfg, model_name=f"{cfg.name}-{name}")
+    run.console.line(f"eval {name}: strict {overall(summary, 'strict'):.3f}, released protocol "
+                     f"(qwenlong) {overall(summary, 'qwenlong'):.3f} over {len(items)} items "
+                     f"-> {sub / 'report.md'}")
+    return summary

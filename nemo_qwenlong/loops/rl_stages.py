@@ -79,6 +79,9 @@ def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
     run.policy = build_policy(cfg, run.files, phase="rl", phase_steps=total_steps)
     sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed,
                                    drop_last=cfg.curriculum.drop_last)
+    # before any RNG restore: building a vLLM engine reseeds the process's global generators (its
+    # workers call set_random_seed), which would overwrite a resumed run's saved RNG state
+    run.engine = run.engine or build_engine(cfg, run.files.hf_dir)
     root, step = latest_rl(run)
     loop: dict[str, Any] = {"step": 0, "stage_index": 0, "stage_step": 0}
     if root is not None:
@@ -93,7 +96,6 @@ def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
         load_weights(run.policy, run.dirs["sft"] / "checkpoints", optimizer=False)
     else:
         load_weights(run.policy, run.files.megatron_dir, optimizer=False)
-    run.engine = run.engine or build_engine(cfg, run.files.hf_dir)
     reward = build_reward(cfg.reward, run_dir=str(run.run_dir)) if dist.is_rank0() else None
     dp_rank, dp_size = run.dp()
     env = RLEnv(cfg, run.policy, run.engine, reward, run.tokenizer, run.items, run.prompts, sampler,

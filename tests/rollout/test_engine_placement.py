@@ -17,15 +17,17 @@ def test_every_torchrun_rank_gets_its_own_local_gpu() -> None:
     devices = []
     for rank in range(16):
         kwargs, device = engine_executor(torchrun_env(rank, 16), cuda=True, tensor_parallel=1)
-        assert kwargs == {"distributed_executor_backend": "external_launcher", "data_parallel_size": 16}
+        assert kwargs == {"distributed_executor_backend": "external_launcher"}  # vLLM DP 1: replicas side by side
         devices.append(device)
     assert devices == [r % 8 for r in range(16)]
 
 
-def test_external_launcher_world_is_tp_times_dp() -> None:
-    # vLLM: world_size = TP × PP (× DP under external_launcher) must be the torchrun world
+def test_external_launcher_replicas_on_cuda_and_cpu() -> None:
+    # 32 ranks, T=4: 8 replicas, each rank on its local GPU; on CPU (gloo) the same executor, no device
     kwargs, device = engine_executor(torchrun_env(5, 32), cuda=True, tensor_parallel=4)
-    assert kwargs["data_parallel_size"] * 4 == 32 and device == 5
+    assert kwargs == {"distributed_executor_backend": "external_launcher"} and device == 5
+    kwargs, device = engine_executor(torchrun_env(1, 2, per_node=2), cuda=False, tensor_parallel=2)
+    assert kwargs == {"distributed_executor_backend": "external_launcher"} and device is None
     with pytest.raises(ValueError, match="rollout.tensor_parallel=3 does not divide the 32"):
         engine_executor(torchrun_env(0, 32), cuda=True, tensor_parallel=3)
     with pytest.raises(RuntimeError, match="without \\['LOCAL_RANK'\\]"):

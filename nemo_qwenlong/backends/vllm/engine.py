@@ -15,9 +15,10 @@ versions are refused at construction because refit reaches into the engine (the 
   shards per TP rank), then the prefix cache is reset (its KV was computed with the old weights).
   TP>1 without an external launcher runs worker processes: the buckets cross as RPC arguments
   (vLLM's shared-memory broadcast queue); on CPU the workers are bound to disjoint cores.
-- Placement: one engine per trainer rank under torchrun on CUDA uses vLLM's `external_launcher`
-  executor, which takes RANK / LOCAL_RANK from the environment and so sits on this rank's local GPU
-  (the uniprocessor executor would take device index 0 on every rank: `engine_executor`).
+- Placement: under torchrun every rank holds its share of one of R = W / T replicas through vLLM's
+  `external_launcher` executor, which takes RANK / LOCAL_RANK from the environment and so sits on
+  this rank's local GPU (the uniprocessor executor would take device index 0 on every rank), or on
+  CPU under gloo (`engine_executor`; the replicas themselves: `rollout.replicas`).
 - GPU colocation (vLLM sleep mode, CUDA only; a no-op elsewhere): `sleep()` discards weights and
   KV cache (level 2: the weights are replaced by the next refit anyway, so level 1's copy to host
   and back is wasted). The refit wakes the weights only, loads them, wakes the KV cache, then
@@ -66,21 +67,23 @@ def cpu_binding(tensor_parallel: int, cores: Sequence[int] | None = None) -> str
 def engine_executor(env: Mapping[str, str], *, cuda: bool, tensor_parallel: int) -> tuple[dict, int | None]:
     """(LLM executor kwargs, this engine's local CUDA device index or None) for this process.
 
-    Under torchrun (WORLD_SIZE > 1) on CUDA every rank runs its own engine with vLLM's
-    `external_launcher` executor (v1/executor/uniproc_executor.py `ExecutorWithExternalLauncher`:
-    rank and device from RANK / LOCAL_RANK). vLLM then counts its world as TP × PP × DP
-    (config/parallel.py `ParallelConfig.__post_init__`), which must equal WORLD_SIZE, so DP is
-    WORLD_SIZE / tensor_parallel. A single process with TP=1 keeps the in-process `uni` executor;
-    TP>1 alone gets vLLM's worker processes (no executor named)."""
+    Under torchrun (WORLD_SIZE > 1) every rank builds its share of one of R = WORLD_SIZE /
+    tensor_parallel replicas (`rollout.replicas`) with vLLM's `external_launcher` executor
+    (v1/executor/uniproc_executor.py `ExecutorWithExternalLauncher`: rank and device from RANK /
+    LOCAL_RANK; it adopts the trainer's process group and builds its own TP groups of consecutive
+    ranks), on CUDA and on CPU (gloo) alike. vLLM's own data parallelism stays 1: its world is then
+    the replicas side by side ("external DP", as verl's SPMD rollout runs it), so replicas never
+    synchronise with each other (no per-decode-step all-reduce, no dummy batches on a replica that
+    finished first). A single process with TP=1 keeps the in-process `uni` executor; TP>1 alone
+    gets vLLM's worker processes (no executor named)."""
     world = int(env.get("WORLD_SIZE", "1"))
-    if cuda and world > 1:
+    if world > 1:
         missing = [k for k in ("RANK", "LOCAL_RANK") if k not in env]
         if missing:
             raise RuntimeError(f"WORLD_SIZE={world} without {missing}: start the ranks with torchrun")
         if world % tensor_parallel:
             raise ValueError(f"rollout.tensor_parallel={tensor_parallel} does not divide the {world} torchrun ranks")
-        return ({"distributed_executor_backend": "external_launcher", "data_parallel_size": world // tensor_parallel},
-                int(env["LOCAL_RANK"]))
+        return {"distributed_executor_backend": "external_launcher"}, int(env["LOCAL_RANK"]) if cuda else None
     if tensor_parallel == 1:
         return {"distributed_executor_backend": "uni"}, 0 if cuda else None
     return {}, None
@@ -267,6 +270,7 @@ class VLLMGenerator:
             count["buckets"] += 1
             count["tensors"] += len(bucket)
             count["bytes"] += sum(map(tensor_bytes, bucket))
+            del bucket  # freed before the next bucket fills: at most one bucket's tensors live at a time
         self.llm.collective_rpc("nql_refit_end")
         self.residency.refitted()
         if not self.residency.kv_cache:
