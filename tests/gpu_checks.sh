@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check in one prepared run (for a lent GPU machine): the gpu-marked tests, each path in
 # its own torchrun launch, a JUnit report under ${OUT:-.}/gpu-junit.xml. Two GPUs run everything;
-# one GPU skips CP, SP, the resharding checkpoint and the two-engine test (they say so).
+# one GPU skips CP, SP, the resharding checkpoint and the two-replica engine test (they say so).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PY:-.venv/bin/python}

@@ -72,3 +72,21 @@ def test_refit_after_a_real_optimizer_step(vllm_engine, hf_generator, policy) ->
         hf_generator.load_weights(iter(policy.original.items()), bucket_bytes=2**20)
     ref = hf_generator.score(PROMPTS, RESPONSES)
     assert torch.allclose(torch.tensor(vllm_engine.score(PROMPTS, RESPONSES)[0]), torch.tensor(ref[0]), atol=1e-4)
+
+
+def test_refit_holds_at_most_one_bucket_of_fresh_tensors(vllm_engine, policy) -> None:  # noqa: ANN001
+    """Gathered tensors (here: fresh clones of every weight) are freed bucket by bucket: at most one bucket
+    plus the tensor that closes it is alive at once, measured by `ExtraBytes` (the trainer's own parameters
+    are not counted), and the refit metrics report it."""
+    from nemo_qwenlong.rollout.refit import ExtraBytes, refit_weights
+
+    bucket = 256 * 1024
+    sizes = [t.numel() * t.element_size() for _, t in policy.state_dict_for_refit()]
+    extra = ExtraBytes(policy.model.parameters())
+    stats = vllm_engine.load_weights(extra.watch((n, t.clone()) for n, t in policy.state_dict_for_refit()),
+                                     bucket_bytes=bucket)
+    assert stats.buckets > 3 and sum(sizes) > 4 * bucket  # several buckets
+    assert max(sizes) <= extra.peak <= bucket + max(sizes)
+    assert extra.now == 0  # everything streamed was freed
+    metrics = refit_weights(policy, vllm_engine, bucket_bytes=bucket)
+    assert 0 <= metrics["refit_peak_extra_mb"] * 2**20 <= bucket + max(sizes)

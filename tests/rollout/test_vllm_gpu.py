@@ -1,6 +1,7 @@
-"""GPU only: two torchrun ranks, each with its own colocated vLLM engine on its own GPU; sleep
-(level 2) frees memory, generation while asleep is refused, and the refit that wakes the engine
-brings trainer/engine agreement (bf16 both)."""
+"""GPU only: two torchrun ranks, each with its own colocated vLLM engine replica on its own GPU; sleep
+(level 2) frees memory, generation while asleep is refused, the refit that wakes the engine brings
+trainer/engine agreement (bf16 both), and a generation dealt over the two replicas is gathered
+identically on both ranks."""
 
 from __future__ import annotations
 
@@ -33,3 +34,5 @@ def test_two_ranks_engines_sleep_refit_and_agree(tmp_path: Path) -> None:
         assert p["engine_bytes_on_own_gpu"] > 0 and p["freed_by_sleep"] > 0, p
         assert p["generate_while_asleep_refused"], p
         assert p["logprob_abs_diff_mean"] < 0.05, p  # bf16 engine vs bf16 trainer after the refit
+        assert p["replicas"] == 2 and len(p["replica_seconds"]) == 2, p
+    assert parts[0]["merged_tokens"] == parts[1]["merged_tokens"] and len(parts[0]["merged_tokens"]) == 6

@@ -1,6 +1,8 @@
 """GPU only. `torchrun --nproc-per-node 2 vllm_gpu_worker.py OUT_DIR`: each rank starts its own
-colocated vLLM engine (external_launcher), then sleep → train step → refit (wakes weights, loads,
-wakes KV cache) → trainer/engine agreement. Rank 0 writes OUT_DIR/report.json with every rank's part."""
+colocated vLLM engine (external_launcher: two replicas of T=1, as `run` builds them), then sleep →
+train step → refit (wakes weights, loads, wakes KV cache) → trainer/engine agreement → a seeded
+generation dealt over both replicas (`rollout.replicas.EngineReplicas`) and gathered on every rank.
+Rank 0 writes OUT_DIR/report.json with every rank's part."""
 
 from __future__ import annotations
 
@@ -52,7 +54,14 @@ def main() -> None:
     sft = policy.sft_step(probe)  # weights change: the woken engine must get the new ones
     part["sft_grad_norm"] = sft["grad_norm"]
     metrics = refit_and_check(policy, engine, probe, bucket_bytes=1 << 20, threshold=None)
-    part |= {k: metrics[k] for k in ("logprob_abs_diff_mean", "logprob_abs_diff_max")}
+    part |= {k: metrics[k] for k in ("logprob_abs_diff_mean", "logprob_abs_diff_max", "refit_peak_extra_mb")}
+    from nemo_qwenlong.loops import dist as comm
+    from nemo_qwenlong.rollout.replicas import EngineReplicas, ReplicaLayout
+
+    replicas = EngineReplicas(engine, ReplicaLayout(dist.get_world_size(), rank, 1), comm)
+    merged = replicas.generate(prompts * 3, SamplingSettings(n=2, max_tokens=8, seed=7, temperature=0.8))
+    part |= {"replicas": replicas.replicas, "replica_seconds": replicas.replica_seconds,
+             "merged_tokens": [[list(s.token_ids) for s in g] for g in merged]}
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, part)
     if rank == 0:
