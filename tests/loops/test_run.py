@@ -276,17 +276,23 @@ def test_secrets_in_a_url_and_an_env_var_never_reach_the_run_directory(tmp_path:
 
 
 def test_judge_in_the_loop(tmp_path: Path, judge_server) -> None:  # noqa: ANN001
-    """The real vLLM judge server (scripted: every verdict YES) in 2 RL steps after a short SFT: it
-    is asked only for rule failures; a step rerun after a resume is answered from the SQLite cache;
-    with the server unreachable the failures are counted and the run goes on on rule rewards."""
+    """The real vLLM judge server (scripted: every verdict YES) in 2 RL steps after a short SFT, on 2
+    ranks with two vLLM replicas: it is asked only for rule failures, once per sample however many
+    replicas generated them (the server's own request count); a step rerun after a resume is answered
+    from the SQLite cache; with the server unreachable the failures are counted and the run goes on on
+    rule rewards."""
     judge = ["reward.judge_when=rule_fail", f"reward.judge.base_url={judge_server.base_url}",
              "reward.judge.model=judge", "reward.judge.max_retries=1", "reward.judge.timeout_s=20"]
     common = [*SMALL, "pipeline=[data,sft,rl]", "sft.max_steps=40", "curriculum.stages.0.steps=3",
-              "checkpoint.save_every_steps=1"]
+              "checkpoint.save_every_steps=1", "logging.val_every_steps=100", "logging.val_before_train=false"]
     out = tmp_path / "run"
-    res = run_cli(out, *common, *judge, "--max-steps", "2")
+    served = judge_server.completed_requests()
+    res = run_cli(out, *common, *judge, "--max-steps", "2", "--nproc-per-node", "2")
     assert res.returncode == 0, res.stderr[-3000:]
+    served = judge_server.completed_requests() - served
     first = rows(out, "rl")
+    assert all(r["rollout/replicas"] == 2 for r in first)
+    assert served == sum(r["reward/judge_requested"] - r["reward/judge_cache_hits"] for r in first) > 0
     samples = 16 * 8
     for r in first:
         asked = r["reward/judge_requested"]
@@ -300,7 +306,7 @@ def test_judge_in_the_loop(tmp_path: Path, judge_server) -> None:  # noqa: ANN00
     import shutil
 
     shutil.rmtree(ckpts / "iter_0000002")
-    again = run_cli(out, *common, *judge, "--max-steps", "2")
+    again = run_cli(out, *common, *judge, "--max-steps", "2", "--nproc-per-node", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     redo = rows(out, "rl")
     assert [r["step"] for r in redo] == [1, 2]
