@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-tokens", type=positive_int, help="prompt tokens (>= 1); default: the stage's input cap")
     p.add_argument("--output-tokens", type=positive_int, help="response tokens (>= 1); default: the stage's output cap")
     p.add_argument("--hf-config", type=Path, help="config.json giving the model's geometry; default: model.tiny, "
-                   "model.path/config.json, or a known model name (R1-Distill-Qwen-14B/32B)")
+                   "model.path/config.json, or a known model name (R1-Distill-Qwen-1.5B/7B/14B/32B)")
     p.add_argument("--gpu", action="append", choices=sorted(GPUS), help="GPU column(s); default: h100 and h200")
     p.add_argument("--train-mfu", type=fraction, default=DEFAULTS.train_mfu,
                    help=f"training model-FLOPs utilisation (> 0); default {DEFAULTS.train_mfu}")
@@ -77,7 +77,7 @@ def _geometry(cfg: Any, hf_config: Path | None) -> tuple[Geometry, str]:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from nemo_qwenlong.planning.layout import memory_plan
+    from nemo_qwenlong.planning.layout import memory_plan, replicas_text
     from nemo_qwenlong.planning.report import batch_for, layout_for, render_memory, render_times, step_times
 
     cfg = load_config(args.recipe, args.overrides)
@@ -98,8 +98,8 @@ def _plan(args: argparse.Namespace) -> int:
     times = [step_times(geometry, lay, batch, gpu, m, assume) for gpu, m in zip(gpus, plans)]
     print(f"plan: {cfg.name}, stage {index} ({stage.name}): {tokens_in} input + {tokens_out} output tokens; "
           f"model {geometry.params / 1e9:.2f} B parameters ({source}); {lay.world} GPUs "
-          f"({cfg.cluster.nodes}×{cfg.cluster.gpus_per_node}), rollout TP={lay.rollout_tp} "
-          f"({lay.world // lay.rollout_tp} engines)")
+          f"({cfg.cluster.nodes}×{cfg.cluster.gpus_per_node}); rollout replicas "
+          f"{replicas_text(lay.world, lay.rollout_tp)} (vLLM TP={lay.rollout_tp} each)")
     print("\n".join(render_memory(geometry, lay, gpus, plans)))
     print("\n".join(render_times(lay, batch, gpus, times, assume)))
     print("estimates from formulas (docs/plan.md), not calibrated against GPU measurements")

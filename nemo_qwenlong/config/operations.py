@@ -45,8 +45,15 @@ class LoggingConfig(Section):
 class ClusterJudgeConfig(Section):
     """The LLM judge as its own `vllm serve` job beside `launch rl/run/eval` (docs/launch.md)."""
 
-    launch: bool = field(True, "start the judge on its own node when reward.judge_when is not 'never'; false: "
+    launch: bool = field(True, "start the judge beside the job when reward.judge_when is not 'never'; false: "
                          "use reward.judge.base_url as given (an external API, key by name in reward.judge.api_key_env)")
+    placement: Literal["own_node", "trainer_node"] = field(
+        "own_node", "where `launch rl/run/eval` starts it: own_node, a heterogeneous-job node of its own (a whole node "
+        "for `gpus` GPUs under exclusive); trainer_node, on the job's first node, sharing its first `gpus` GPUs with "
+        "trainer ranks 0.. at gpu_memory_utilization each (`plan` and the GPU check count it; docs/launch.md)")
+    gpu_memory_utilization: float = field(
+        0.1, "placement trainer_node: share of each shared GPU's memory the judge's vLLM takes "
+        "(vllm serve --gpu-memory-utilization); own_node: unused (vLLM's default on its own GPUs)", gt=0, lt=1)
     model_path: str | None = field(None, "the judge's HF folder inside the container, served as reward.judge.model "
                                    "(required when launch is true)")
     gpus: int = field(1, "GPUs of the judge's node it uses (its tensor-parallel size)", ge=1, le=16)
@@ -54,6 +61,15 @@ class ClusterJudgeConfig(Section):
     max_model_len: int = field(8192, "judge context (question + gold + capped prediction + reply)", ge=512)
     ready_timeout_s: int = field(1800, "how long the trainer/eval client waits for the judge's /health", ge=30)
     extra_args: list[str] = field([], "more `vllm serve` flags, e.g. ['--gpu-memory-utilization', '0.9']")
+
+    @model_validator(mode="after")
+    def _one_memory_setting(self) -> "ClusterJudgeConfig":
+        if self.placement == "trainer_node" and any(a.startswith("--gpu-memory-utilization") for a in self.extra_args):
+            raise ValueError("cluster.judge.extra_args sets --gpu-memory-utilization, but with "
+                             "cluster.judge.placement='trainer_node' the judge's share is "
+                             "cluster.judge.gpu_memory_utilization (counted against the trainer's GPUs); accepted: "
+                             "set it there and drop the flag from extra_args")
+        return self
 
 
 class ClusterConfig(Section):
@@ -100,6 +116,12 @@ class ClusterConfig(Section):
         if bad_names:
             raise ValueError(f"cluster.secret_env = {bad_names}: each entry is an environment variable name "
                              "(letters, digits, '_'), e.g. OPENAI_API_KEY; values never go into a config")
+        j = self.judge
+        if j.placement == "trainer_node" and not 1 <= j.gpus <= self.gpus_per_node:
+            raise ValueError(f"cluster.judge.placement='trainer_node' shares cluster.judge.gpus={j.gpus} GPU(s) of the "
+                             f"first trainer node, which has cluster.gpus_per_node={self.gpus_per_node}; accepted: "
+                             f"cluster.judge.gpus <= {self.gpus_per_node} on a GPU node, or cluster.judge.placement="
+                             "'own_node'")
         secret = [k for k in self.env_vars if is_secret_name(k)]
         if secret:
             raise ValueError(

@@ -62,7 +62,8 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = field("bfloat16", "parameter/compute dtype")
     trust_remote_code: bool = field(False, "allow model code from the checkpoint folder (off unless asked)")
     yarn: YarnConfig | None = field(None, "YaRN for serving exports; null keeps plain RoPE")
-    geometry: Literal["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-qwen-32b", "qwenlong-l1-32b"] | None = field(
+    geometry: Literal["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-qwen-14b",
+                      "deepseek-r1-distill-qwen-32b", "qwenlong-l1-32b"] | None = field(
         None, "shape of a known model, for `plan` and the GPU layout check when model.path is not on this machine "
         "or not named after the model (a previous stage's export); null: model.tiny or the folder name (docs/plan.md)")
     tiny: TinyArch = section(TinyArch, "geometry used when source=tiny-random")

@@ -5,8 +5,9 @@ Pure Python (no nemo-run import): `slurm.py` renders a plan with nemo-run. One b
 
     sft / rl / run   the trainer: multi-node torchrun of `nemo-qwenlong run` on the recipe's resolved config
                      (written into the script), plus the judge task when the reward uses a launched judge
+                     (cluster.judge.placement: a node of its own, or the first trainer node's first GPUs)
     eval             the model server (`vllm serve --model`) and the client (`nemo-qwenlong eval`) on one node,
-                     plus the judge task
+                     plus the judge task (placed the same way)
     judge            the judge alone; it writes its address to <job folder>/judge_url for other jobs
 """
 
@@ -23,6 +24,9 @@ import yaml
 from nemo_qwenlong.config import RunConfig
 from nemo_qwenlong.config.loader import validate_tree
 from nemo_qwenlong.launch.requeue import PREEMPTED_FILE_ENV, PREEMPTED_NAME
+from nemo_qwenlong.planning.hardware import geometry_of
+from nemo_qwenlong.planning.layout import replicas_text, vllm_tp_problems
+from nemo_qwenlong.planning.report import judge_on_trainer_gpus
 from nemo_qwenlong.redact import REDACTED, redact_text, redact_tree
 
 KINDS = ("sft", "rl", "run", "eval", "judge")
@@ -31,6 +35,10 @@ JUDGE_HOST_VAR, MASTER_ADDR_VAR = "NQL_JUDGE_HOST", "NQL_MASTER_ADDR"
 EVAL_SERVED_NAME = "eval-model"
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"  # torchrun forwards these to the workers
 IGNORE_TIME_WARNING = "trap '' USR1  # Slurm's time-limit warning is for the trainer; servers run until the job ends"
+VLLM_SERVE_MEMORY = 0.9  # vllm serve's default --gpu-memory-utilization (the eval server's share on its own node)
+# srun flags of a judge that shares the first node of the job's allocation (cluster.judge.placement: trainer_node):
+# one task on relative node 0, sharing that node's GPUs with the step already running there
+SHARED_JUDGE_SRUN = ("--nodes=1", "--ntasks=1", "--relative=0", "--overlap")
 
 
 class LaunchError(Exception):
@@ -59,6 +67,7 @@ class LaunchPlan:
     secret_env: tuple[str, ...] = ()  # passed into the container by name, checked set at submission
     required_secrets: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    judge_on_first_node: bool = False  # the judge shares the job's first node (its host is NQL_MASTER_ADDR)
 
     @property
     def judge_group(self) -> int | None:
@@ -120,7 +129,7 @@ def _judge_launched(cfg: RunConfig, kind: str) -> bool:
     return _judge_needed(cfg, kind) and (kind == "judge" or cfg.cluster.judge.launch)
 
 
-def _judge_task(cfg: RunConfig, group: int, publish: bool) -> Task:
+def _judge_task(cfg: RunConfig, group: int, publish: bool, shared: bool = False) -> Task:
     j = cfg.cluster.judge
     if not j.model_path:
         raise LaunchError("the judge is launched (cluster.judge.launch: true, reward.judge_when: "
@@ -129,11 +138,19 @@ def _judge_task(cfg: RunConfig, group: int, publish: bool) -> Task:
                           "reward.judge.base_url, or reward.judge_when=never")
     serve = ["vllm", "serve", j.model_path, "--served-model-name", cfg.reward.judge.model, "--host", "0.0.0.0",
              "--port", str(j.port), "--tensor-parallel-size", str(j.gpus), "--max-model-len", str(j.max_model_len),
-             *j.extra_args]
+             *(["--gpu-memory-utilization", str(j.gpu_memory_utilization)] if shared else []), *j.extra_args]
     address = f'echo "http://$(hostname):{j.port}/v1" > {JOB_MOUNT}/judge_url  # for jobs that use this judge'
-    return Task("judge", _script(f"the judge ({cfg.reward.judge.model}) on its own node", IGNORE_TIME_WARNING,
-                                 address if publish else "", "exec " + _quote(serve)),
-                nodes=1, gpus_per_node=j.gpus, group=group)
+    if not shared:
+        return Task("judge", _script(f"the judge ({cfg.reward.judge.model}) on its own node", IGNORE_TIME_WARNING,
+                                     address if publish else "", "exec " + _quote(serve)),
+                    nodes=1, gpus_per_node=j.gpus, group=group)
+    devices = ",".join(str(i) for i in range(j.gpus))
+    which = f"GPU {devices}" if j.gpus == 1 else f"GPUs {devices}"
+    pin = (f"export CUDA_VISIBLE_DEVICES={devices}  # {which} of the job's first node, shared with the step running "
+           f"there; the judge takes {j.gpu_memory_utilization} of each (counted by `nemo-qwenlong plan`)")
+    return Task("judge", _script(f"the judge ({cfg.reward.judge.model}) on the job's first node, sharing its GPUs",
+                                 IGNORE_TIME_WARNING, pin, "exec " + _quote(serve)),
+                nodes=1, gpus_per_node=j.gpus, group=group, srun_args=(*cfg.cluster.srun_args, *SHARED_JUDGE_SRUN))
 
 
 def _judge_url(cfg: RunConfig) -> str:
@@ -166,6 +183,19 @@ def _trainer_command(cfg: RunConfig, run_dir: str, judge: bool) -> list[str]:
             "--shutdown-timeout", str(c.requeue_signal_lead_s), *run]
 
 
+def _rollout_line(cfg: RunConfig) -> str:
+    """The rollout engines of this job, as a comment in the trainer's script."""
+    r, c = cfg.rollout, cfg.cluster
+    if r.backend != "vllm":
+        return f"# rollout: {r.backend} engine on rank 0"
+    world = c.nodes * c.gpus_per_node if c.executor == "slurm" and c.gpus_per_node else 1
+    t, line = r.tensor_parallel, f"# rollout replicas: {replicas_text(world, r.tensor_parallel)} vLLM engine"
+    if world == 1:
+        return f"{line} inside the trainer process"
+    where = f"replica r on ranks {t}r..{t}r+{t - 1}" if t > 1 else "one per rank"
+    return f"{line}s inside the trainer ranks, {where} (rollout.tensor_parallel={t})"
+
+
 def _trainer_plan(cfg: RunConfig, opts: LaunchOptions, kind: str) -> LaunchPlan:
     problems = cfg.runnable_problems()
     if problems:
@@ -179,18 +209,22 @@ def _trainer_plan(cfg: RunConfig, opts: LaunchOptions, kind: str) -> LaunchPlan:
     script = _script(
         f"{kind} of {cfg.name}: {cfg.cluster.nodes} node(s) x {cfg.cluster.gpus_per_node} GPU(s), pipeline "
         f"{', '.join(cfg.pipeline)}",
+        _rollout_line(cfg) if "rl" in cfg.pipeline else "",
         f"export {PREEMPTED_FILE_ENV}={JOB_MOUNT}/{PREEMPTED_NAME}  # tells the batch script to requeue" if slurm else "",
         'NQL_CONFIG="$(mktemp -t nql-config-XXXXXX.yaml)"',
         f"cat > \"$NQL_CONFIG\" <<'NQL_CONFIG_EOF'\n{minimal_config_yaml(cfg)}NQL_CONFIG_EOF",
         wait,
         "exec " + _quote(_trainer_command(cfg, run_dir, judge)),
     )
-    tasks = [Task("trainer", script, cfg.cluster.nodes, cfg.cluster.gpus_per_node, srun_args=tuple(cfg.cluster.srun_args))]
+    shared = judge and judge_on_trainer_gpus(cfg)  # where `plan` counts its share (`launch judge`: own node)
+    overlap = ("--overlap",) if shared else ()  # the judge's step shares the first node's GPUs with this one
+    tasks = [Task("trainer", script, cfg.cluster.nodes, cfg.cluster.gpus_per_node,
+                  srun_args=(*cfg.cluster.srun_args, *overlap))]
     if judge:
-        tasks.append(_judge_task(cfg, group=1, publish=False))
+        tasks.append(_judge_task(cfg, group=0 if shared else 1, publish=False, shared=shared))
     passed, required = _secrets(cfg, kind)
     return LaunchPlan(kind, opts.run_name, run_dir, tuple(tasks), requeue=slurm, secret_env=passed,
-                      required_secrets=required)
+                      required_secrets=required, judge_on_first_node=shared)
 
 
 def _with_pipeline(cfg: RunConfig, stages: list[str], kind: str) -> RunConfig:
@@ -244,6 +278,21 @@ def _slurm_only(cfg: RunConfig, kind: str) -> None:
                           "accepted here: sft, rl, run with the local executor, or `nemo-qwenlong eval` directly")
 
 
+def eval_server_parallel(cfg: RunConfig) -> tuple[int, int]:
+    """(tensor, data) parallel sizes of the eval server on one node: the largest tensor-parallel size that
+    divides cluster.gpus_per_node and that vLLM accepts for the model (R1-Distill-Qwen-7B's 28 heads refuse 8),
+    data-parallel over the rest; all GPUs as one TP group when the model's shape is unknown."""
+    gpus, m = cfg.cluster.gpus_per_node, cfg.model
+    try:
+        g = geometry_of(m.source, m.path, m.tiny.model_dump(), m.geometry)
+    except ValueError:  # model.geometry contradicts model.path: the config's check names it where it applies
+        g = None
+    if g is None:
+        return gpus, 1
+    tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and not vllm_tp_problems(g, t, "eval tensor-parallel"))
+    return tp, gpus // tp
+
+
 def eval_plan(cfg: RunConfig, opts: LaunchOptions) -> LaunchPlan:
     """The DocQA evaluation of `opts.model`: its server and the client on one node (+ the judge)."""
     _slurm_only(cfg, "eval")
@@ -257,9 +306,14 @@ def eval_plan(cfg: RunConfig, opts: LaunchOptions) -> LaunchPlan:
     c, e = cfg.cluster, cfg.evaluation
     out = f"{cfg.runs_dir.rstrip('/')}/{opts.run_name}"
     max_len = e.max_input_tokens + (e.max_new_tokens or cfg.rollout.max_new_tokens) + 64
+    tp, dp = eval_server_parallel(cfg)
     serve = ["vllm", "serve", opts.model, "--served-model-name", EVAL_SERVED_NAME, "--host", "127.0.0.1",
-             "--port", str(c.eval_port), "--tensor-parallel-size", str(c.gpus_per_node), "--max-model-len", str(max_len)]
+             "--port", str(c.eval_port), "--tensor-parallel-size", str(tp),
+             *(["--data-parallel-size", str(dp)] if dp > 1 else []), "--max-model-len", str(max_len)]
     judge = _judge_launched(cfg, "eval")
+    shared = judge and judge_on_trainer_gpus(cfg)
+    if shared:  # the judge holds its share of the first GPU(s) first: the server takes what is left
+        serve += ["--gpu-memory-utilization", f"{VLLM_SERVE_MEMORY - c.judge.gpu_memory_utilization:.2f}"]
     server = Task("eval-server", _script(f"eval server for {opts.model}", IGNORE_TIME_WARNING, "exec " + _quote(serve)),
                   1, c.gpus_per_node, srun_args=(*c.srun_args, "--overlap"))
     waits = [_wait(f"http://127.0.0.1:{c.eval_port}/health", c.judge.ready_timeout_s)]
@@ -268,10 +322,11 @@ def eval_plan(cfg: RunConfig, opts: LaunchOptions) -> LaunchPlan:
     client = Task("eval-client", _script(f"eval client ({e.benchmarks})", *waits,
                                          "exec " + _quote(_eval_client(cfg, opts.model, out, judge))),
                   1, c.gpus_per_node, srun_args=(*c.srun_args, "--overlap"))
-    tasks = [server, client] + ([_judge_task(cfg, group=1, publish=False)] if judge else [])
+    tasks = [server, client] + ([_judge_task(cfg, group=0 if shared else 1, publish=False, shared=shared)]
+                                if judge else [])
     passed, required = _secrets(cfg, "eval")
     return LaunchPlan("eval", opts.run_name, out, tuple(tasks), requeue=False, secret_env=passed,
-                      required_secrets=required)
+                      required_secrets=required, judge_on_first_node=shared)
 
 
 def judge_plan(cfg: RunConfig, opts: LaunchOptions) -> LaunchPlan:

@@ -1,5 +1,6 @@
 """Render a LaunchPlan with nemo-run: a SlurmExecutor per task group (a heterogeneous job when the judge
-has its own node), or the LocalExecutor; dry run (write the sbatch and scripts) or submit.
+has its own node; one job whose steps keep their own srun flags when it shares the first node), or the
+LocalExecutor; dry run (write the sbatch and scripts) or submit.
 
 nemo-run is imported here only (the container does not carry it: the launcher runs on the login node).
 Layout nemo-run writes (`<base>/experiments/<TITLE>/<run name>/`): `<kind>_sbatch.sh`, and
@@ -66,6 +67,8 @@ def _setup_lines(cluster: ClusterConfig, plan: LaunchPlan) -> str:
     if plan.judge_group is not None:
         lines.append(f'export {JUDGE_HOST_VAR}=$(scontrol show hostnames '
                      f'"$SLURM_JOB_NODELIST_HET_GROUP_{plan.judge_group}" | head -n1)')
+    elif plan.judge_on_first_node:
+        lines.append(f'export {JUDGE_HOST_VAR}="${{{MASTER_ADDR_VAR}}}"  # the judge shares the first node')
     for name in plan.required_secrets:  # `${X+set}` so that `set -x` never prints a value
         lines.append(f'if [ -z "${{{name}+set}}" ]; then echo "nemo-qwenlong: set {name} in the submitting shell '
                      f'(passed to the container by name)"; exit 2; fi')
@@ -103,7 +106,8 @@ def _slurm_job(cluster: ClusterConfig, plan: LaunchPlan) -> tuple[Any, Any]:
     if len(plan.tasks) == 1:
         return scripts[0], executors[0]
     if len({t.group for t in plan.tasks}) == 1:  # one component, several steps on its nodes (eval server + client)
-        return scripts, executors[0]
+        same = len({(t.nodes, t.srun_args) for t in plan.tasks}) == 1
+        return scripts, executors[0] if same else executors  # a list: each step keeps its own srun flags
     for ex in executors:  # a heterogeneous job: the judge on its own node(s)
         ex.heterogeneous = True
     executors[0].het_group_indices = [t.group for t in plan.tasks]

@@ -2,8 +2,8 @@
 
 GPU figures are NVIDIA's datasheet numbers for the SXM parts (dense bf16 tensor-core peak, HBM
 bandwidth) and the memory `nvidia-smi` reports (H100 80 GB: 81,559 MiB; H200 141 GB: 143,771 MiB).
-Model geometries are the published `config.json`s; the R1-Distill-Qwen-14B/32B entries let a recipe
-whose weights are not on this machine be planned and checked.
+Model geometries are the published `config.json`s (all untied); the R1-Distill-Qwen-1.5B/7B/14B/32B
+entries let a recipe whose weights are not on this machine be planned and checked.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ KNOWN_MODELS = {
     "qwenlong-l1-32b": R1_DISTILL_QWEN_32B,
     "deepseek-r1-distill-qwen-14b": Geometry(layers=48, hidden=5120, ffn=13824, heads=40, kv_heads=8, head_dim=128,
                                              vocab=152064),
+    "deepseek-r1-distill-qwen-7b": Geometry(layers=28, hidden=3584, ffn=18944, heads=28, kv_heads=4, head_dim=128,
+                                            vocab=152064),
+    "deepseek-r1-distill-qwen-1.5b": Geometry(layers=28, hidden=1536, ffn=8960, heads=12, kv_heads=2, head_dim=128,
+                                              vocab=151936),
 }
 
 

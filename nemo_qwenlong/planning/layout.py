@@ -1,6 +1,9 @@
 """A run's per-GPU memory in its two phases, and whether trainer and rollout engine can share a GPU.
 
-Colocation (docs/plan.md): every GPU holds a trainer rank and part of a vLLM engine.
+Colocation (docs/plan.md): every GPU holds a trainer rank and its share of one vLLM engine replica.
+The W ranks hold R = W / T replicas (T = `rollout.tensor_parallel`, replica r = ranks r·T … r·T+T−1),
+so each GPU holds weights / T and its own KV cache, the same on every GPU; a judge launched on the
+trainer's first node (`cluster.judge.placement: trainer_node`) adds its share on its GPU(s) only.
 - Rollout phase (engine awake): the trainer keeps weights, the fp32 gradient buffer and the fp32
   master shard on the GPU (Adam moments go to host: `prepare_for_generation`), runs the
   old-log-prob forward, and vLLM holds `gpu_memory_utilization` × GPU memory.
@@ -38,6 +41,13 @@ class Layout:
     gpu_memory_utilization: float
     max_num_batched_tokens: int
     seq_tokens: int  # longest rollout: input + output cap
+    judge_memory_utilization: float = 0.0  # share of each judge GPU the judge's vLLM takes; 0: no judge on them
+    judge_gpus: int = 0  # GPUs of the first node the judge shares with trainer ranks 0 … judge_gpus−1
+
+    @property
+    def rollout_replicas(self) -> int:
+        """R = W / T vLLM engine replicas (at least one)."""
+        return rollout_replicas(self.world, self.rollout_tp)
 
     @property
     def model_parallel(self) -> int:
@@ -55,6 +65,16 @@ class Layout:
     def train_tokens(self) -> int:
         """Tokens of one micro-batch: the budget, or one longer row alone."""
         return max(self.micro_batch_tokens, self.seq_tokens)
+
+
+def rollout_replicas(world: int, rollout_tp: int) -> int:
+    """R = W / T: the engine replicas W ranks hold when each replica spans T consecutive ranks."""
+    return max(1, world // rollout_tp)
+
+
+def replicas_text(world: int, rollout_tp: int) -> str:
+    """'R = W/T = 32/4 = 8', as `plan` and the launch scripts print it."""
+    return f"R = W/T = {world}/{rollout_tp} = {rollout_replicas(world, rollout_tp)}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,7 @@ class MemoryPlan:
     kv_tokens: float
     engine_asleep: float
     reserve: float
+    judge_share: float = 0.0  # on the GPU(s) the judge shares (cluster.judge.placement: trainer_node)
 
     @property
     def rollout_peak(self) -> float:
@@ -92,6 +113,16 @@ class MemoryPlan:
     @property
     def training_peak_engine_awake(self) -> float:
         return self.training_trainer + self.engine_share + self.reserve
+
+    @property
+    def peak(self) -> float:
+        """The larger phase peak on a GPU without the judge."""
+        return max(self.rollout_peak, self.training_peak)
+
+    @property
+    def judge_gpu_peak(self) -> float:
+        """The larger phase peak on a GPU the judge shares (equal to `peak` when there is none)."""
+        return self.peak + self.judge_share
 
     def peaks_without_distributed_optimizer(self, shards: int) -> tuple[float, float]:
         """(rollout, training) peaks if the optimiser state were not sharded (`shards` = DP×CP)."""
@@ -122,11 +153,24 @@ def memory_plan(g: Geometry, lay: Layout, gpu: Gpu, a: Assumptions) -> MemoryPla
         engine_share=share, engine_weights=engine_weights, engine_overhead=overhead, kv_cache=kv,
         kv_tokens=kv / mem.kv_bytes_per_token(g, rollout_tp=lay.rollout_tp),
         engine_asleep=a.engine_asleep_gib * GIB, reserve=a.reserve_gib * GIB,
+        judge_share=lay.judge_memory_utilization * gpu.memory_bytes if lay.judge_gpus else 0.0,
     )
 
 
 def gib(x: float) -> str:
     return f"{x / GIB:.1f} GiB"
+
+
+def vllm_tp_problems(g: Geometry, tp: int, name: str) -> list[str]:
+    """vLLM's tensor-parallel rule for this model: T divides the attention heads, and divides or is a
+    multiple of the KV heads (replicated beyond). `name` is the setting, for the messages."""
+    problems = []
+    if g.heads % tp:
+        problems.append(f"{name}={tp} must divide the model's {g.heads} attention heads (vLLM refuses it)")
+    if g.kv_heads % tp and tp % g.kv_heads:
+        problems.append(f"{name}={tp} neither divides nor is a multiple of the model's {g.kv_heads} KV heads "
+                        "(vLLM refuses it)")
+    return problems
 
 
 def colocation_problems(g: Geometry | None, lay: Layout, gpu: Gpu, a: Assumptions) -> list[str]:
@@ -138,9 +182,7 @@ def colocation_problems(g: Geometry | None, lay: Layout, gpu: Gpu, a: Assumption
                         "(each vLLM engine stays inside one node)")
     if g is None:
         return problems
-    if g.kv_heads % rtp and rtp % g.kv_heads:
-        problems.append(f"rollout.tensor_parallel={rtp} neither divides nor is a multiple of the model's "
-                        f"{g.kv_heads} KV heads (vLLM refuses it)")
+    problems += vllm_tp_problems(g, rtp, "rollout.tensor_parallel")
     m = memory_plan(g, lay, gpu, a)
     need_kv = lay.seq_tokens * mem.kv_bytes_per_token(g, rollout_tp=rtp)
     if m.kv_cache < need_kv:
@@ -161,4 +203,21 @@ def colocation_problems(g: Geometry | None, lay: Layout, gpu: Gpu, a: Assumption
             f"rollout.gpu_memory_utilization={lay.gpu_memory_utilization} × {gib(gpu.memory_bytes)} = "
             f"{gib(m.engine_share)}; with the {gib(m.reserve)} reserve that is more than the {gpu.name} "
             f"(cluster.gpu) holds: {', or '.join(fixes)}")
+    elif resident + m.engine_share + m.judge_share + m.reserve > gpu.memory_bytes:
+        problems.append(_judge_problem(lay, gpu, m, resident))
     return problems
+
+
+def _judge_problem(lay: Layout, gpu: Gpu, m: MemoryPlan, resident: float) -> str:
+    """The judge shares GPU 0 (… judge_gpus−1) of the first node and leaves too little for trainer and engine."""
+    free = gpu.memory_bytes - resident - m.reserve
+    judge_room = (free - m.engine_share) / gpu.memory_bytes
+    engine_room = (free - m.judge_share) / gpu.memory_bytes
+    fixes = ([f"lower cluster.judge.gpu_memory_utilization to <= {judge_room:.2f}"] if judge_room > 0 else []) + (
+        [f"lower rollout.gpu_memory_utilization to <= {engine_room:.2f}"] if engine_room > 0 else []) + [
+        "set cluster.judge.placement=own_node"]
+    return (f"the judge shares {lay.judge_gpus} GPU(s) of the first node (cluster.judge.placement=trainer_node) "
+            f"and takes cluster.judge.gpu_memory_utilization={lay.judge_memory_utilization} × "
+            f"{gib(gpu.memory_bytes)} = {gib(m.judge_share)}; with the trainer's {gib(resident)}, vLLM's "
+            f"{gib(m.engine_share)} and the {gib(m.reserve)} reserve that is more than the {gpu.name} "
+            f"(cluster.gpu) holds: {', or '.join(fixes)}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nemo_qwenlong.planning.hardware import Assumptions, Gpu
-from nemo_qwenlong.planning.layout import Layout, MemoryPlan, memory_plan
+from nemo_qwenlong.planning.layout import Layout, MemoryPlan, memory_plan, replicas_text
 from nemo_qwenlong.planning.memory import BF16, FP32, GIB, Geometry
 from nemo_qwenlong.planning.steptime import Decode, decode_estimate, forward_flops, training_flops
 
@@ -34,9 +34,17 @@ class Batch:
     prefix_caching: bool
 
 
+def judge_on_trainer_gpus(cfg: Any) -> bool:
+    """Whether `launch rl/run/eval` starts the judge on the job's first node, sharing its first
+    `cluster.judge.gpus` GPUs (so its memory share counts against those trainer ranks)."""
+    j = cfg.cluster.judge
+    return j.placement == "trainer_node" and j.launch and cfg.reward.judge_when != "never"
+
+
 def layout_for(cfg: Any, *, input_tokens: int, output_tokens: int) -> Layout:
     """The Layout of a RunConfig, its rollouts `input_tokens` + `output_tokens` long (a stage's caps)."""
     p, r, c = cfg.parallelism, cfg.rollout, cfg.cluster
+    judge = judge_on_trainer_gpus(cfg)
     return Layout(
         world=max(1, c.nodes * c.gpus_per_node), gpus_per_node=c.gpus_per_node, tensor_parallel=p.tensor_parallel,
         pipeline_parallel=p.pipeline_parallel, context_parallel=p.context_parallel, recompute=p.recompute,
@@ -44,7 +52,9 @@ def layout_for(cfg: Any, *, input_tokens: int, output_tokens: int) -> Layout:
         micro_batch_tokens=cfg.rl.micro_batch_tokens, logprob_chunk=cfg.rl.logprob_chunk_tokens,
         full_logits=cfg.rl.logprob_impl == "logits",
         rollout_tp=r.tensor_parallel, gpu_memory_utilization=r.gpu_memory_utilization,
-        max_num_batched_tokens=r.max_num_batched_tokens, seq_tokens=input_tokens + output_tokens)
+        max_num_batched_tokens=r.max_num_batched_tokens, seq_tokens=input_tokens + output_tokens,
+        judge_memory_utilization=c.judge.gpu_memory_utilization if judge else 0.0,
+        judge_gpus=c.judge.gpus if judge else 0)
 
 
 def batch_for(cfg: Any, *, input_tokens: int, output_tokens: int, rounds: int) -> Batch:
@@ -57,8 +67,10 @@ def batch_for(cfg: Any, *, input_tokens: int, output_tokens: int, rounds: int) -
 
 @dataclass(frozen=True)
 class StepTimes:
-    prefill: float
-    decode: Decode
+    replicas: int  # R = W / T engine replicas generating side by side
+    replica_prompts: int  # prompts (whole groups) one replica generates: ⌈prompts / R⌉
+    prefill: float  # one replica's prefill of its prompts on its T GPUs
+    decode: Decode  # one replica's decode of its groups
     old_logprobs: float
     reference: float
     train: float
@@ -69,13 +81,17 @@ class StepTimes:
 
 
 def step_times(g: Geometry, lay: Layout, b: Batch, gpu: Gpu, m: MemoryPlan, a: Assumptions) -> StepTimes:
-    """Seconds per RL step on `lay.world` GPUs of kind `gpu` (prefill and decode added, not overlapped)."""
+    """Seconds per RL step on `lay.world` GPUs of kind `gpu` (prefill and decode added, not overlapped).
+    Generation: the step's prompts are dealt to the R replicas group by group, each replica prefills and
+    decodes its ⌈prompts / R⌉ on its T GPUs, and the step waits for the fullest one."""
     compute = lay.world * gpu.bf16_flops
     seq = b.input_tokens + b.output_tokens
-    prefills = b.gen_prompts * (1 if b.prefix_caching else b.group_size)
-    engines = max(1, lay.world // lay.rollout_tp)
+    replicas = lay.rollout_replicas
+    per_replica = math.ceil(b.gen_prompts / replicas)
+    prefills = per_replica * (1 if b.prefix_caching else b.group_size)
+    replica_compute = lay.rollout_tp * gpu.bf16_flops * a.prefill_mfu
     decode = decode_estimate(
-        g, prompts_per_engine=math.ceil(b.gen_prompts / engines), group_size=b.group_size,
+        g, prompts_per_engine=per_replica, group_size=b.group_size,
         input_tokens=b.input_tokens, output_tokens=b.output_tokens, kv_tokens=m.kv_tokens, rollout_tp=lay.rollout_tp,
         prefix_caching=b.prefix_caching, max_num_seqs=a.max_num_seqs, weights_per_gpu=m.engine_weights,
         hbm_bytes_per_s=gpu.hbm_bytes_per_s, bandwidth_share=a.decode_bandwidth, peak_flops=gpu.bf16_flops,
@@ -83,7 +99,8 @@ def step_times(g: Geometry, lay: Layout, b: Batch, gpu: Gpu, m: MemoryPlan, a: A
     sequences = b.train_prompts * b.group_size
     forward = sequences * forward_flops(g, seq) / (compute * a.train_mfu)
     train = b.epochs * sequences * training_flops(g, seq, recompute=lay.recompute) / (compute * a.train_mfu)
-    return StepTimes(prefill=prefills * forward_flops(g, b.input_tokens) / (compute * a.prefill_mfu), decode=decode,
+    return StepTimes(replicas=replicas, replica_prompts=per_replica,
+                     prefill=prefills * forward_flops(g, b.input_tokens) / replica_compute, decode=decode,
                      old_logprobs=forward if b.optimizer_steps > 1 else 0.0,
                      reference=forward if b.reference_pass else 0.0, train=train)
 
@@ -123,13 +140,16 @@ def render_memory(g: Geometry, lay: Layout, gpus: list[Gpu], plans: list[MemoryP
            _row(f"  log-prob temporaries, training ({'logits' if lay.full_logits else 'fused'}, chunk "
                 f"{lay.logprob_chunk})", col(lambda m: m.logprobs_train)),
            _row("  old-log-prob forward (no grad)", col(lambda m: m.logprob_pass)),
-           f"  vLLM engine (TP={lay.rollout_tp}, gpu_memory_utilization {lay.gpu_memory_utilization})",
+           f"  vLLM replica's share of this GPU ({replicas_text(lay.world, lay.rollout_tp)} replicas of TP="
+           f"{lay.rollout_tp}, gpu_memory_utilization {lay.gpu_memory_utilization})",
            _row("  share", col(lambda m: m.engine_share)),
-           _row("    weights", col(lambda m: m.engine_weights)),
+           _row(f"    weights (÷ T = {lay.rollout_tp})", col(lambda m: m.engine_weights)),
            _row(f"    step buffers ({lay.max_num_batched_tokens} batched tokens) + CUDA graphs",
                 col(lambda m: m.engine_overhead)),
-           _row("    KV cache", col(lambda m: m.kv_cache)),
-           _row("    KV cache, tokens", [f"{m.kv_tokens / 1000:.0f}K" for m in plans]),
+           _row("    KV cache (its own, per replica GPU)", col(lambda m: m.kv_cache)),
+           _row("    KV cache, tokens per replica", [f"{m.kv_tokens / 1000:.0f}K" for m in plans]),
+           _row(f"    KV cache, tokens over all {lay.rollout_replicas} replicas",
+                [f"{m.kv_tokens * lay.rollout_replicas / 1000:.0f}K" for m in plans]),
            f"  phase peaks (each + {_g(m0.reserve)} GiB reserve)",
            _row("  rollouts: trainer resident + old-log-prob pass + engine", col(lambda m: m.rollout_peak)),
            _row("  training: trainer + engine asleep (level 2)", col(lambda m: m.training_peak)),
@@ -138,24 +158,39 @@ def render_memory(g: Geometry, lay: Layout, gpus: list[Gpu], plans: list[MemoryP
         other = [m.peaks_without_distributed_optimizer(shards) for m in plans]
         out.append(_row("  (without the distributed optimiser: rollouts / training)",
                         [f"{_g(r)} / {_g(t)}" for r, t in other]))
-    peaks = [max(m.rollout_peak, m.training_peak) for m in plans]
+    if lay.judge_gpus:
+        out += _judge_rows(lay, plans, col)
     one_seq = [m.kv_tokens >= lay.seq_tokens for m in plans]
-    out.append(_row("fits?", [_fits(p, gpu) if ok else "NO (KV)" for p, gpu, ok in zip(peaks, gpus, one_seq)]))
+    out.append(_row("fits?", [_fits(m.judge_gpu_peak, gpu) if ok else "NO (KV)"
+                              for m, gpu, ok in zip(plans, gpus, one_seq)]))
     return out
+
+
+def _judge_rows(lay: Layout, plans: list[MemoryPlan], col) -> list[str]:  # noqa: ANN001
+    gpus = "GPU 0" if lay.judge_gpus == 1 else f"each of GPUs 0-{lay.judge_gpus - 1}"
+    return [f"  judge on {gpus} of the first node (cluster.judge.placement=trainer_node)",
+            _row(f"  judge vLLM share (gpu_memory_utilization {lay.judge_memory_utilization})",
+                 col(lambda m: m.judge_share)),
+            _row("  rollouts + judge", col(lambda m: m.rollout_peak + m.judge_share)),
+            _row("  training + judge", col(lambda m: m.training_peak + m.judge_share))]
 
 
 def render_times(lay: Layout, b: Batch, gpus: list[Gpu], times: list[StepTimes], a: Assumptions) -> list[str]:
     def col(f) -> list[str]:  # noqa: ANN001
         return [f"{f(t):.0f} s" for t in times]
 
+    t0 = times[0]
     out = [_row("step time (estimate)", [gpu.name.split()[0] for gpu in gpus]),
-           _row(f"  rollout prefill: {b.gen_prompts} prompts × {b.input_tokens} "
-                f"({'once per group' if b.prefix_caching else f'× {b.group_size}'}, MFU {a.prefill_mfu})",
+           f"    generation: {b.gen_prompts} prompts dealt group by group to {replicas_text(lay.world, lay.rollout_tp)}"
+           f" replicas; the fullest gets {t0.replica_prompts} prompts × {b.group_size} samples = "
+           f"{t0.replica_prompts * b.group_size} sequences",
+           _row(f"  prefill per replica: {t0.replica_prompts} prompts × {b.input_tokens} "
+                f"({'per group' if b.prefix_caching else f'× {b.group_size}'}, MFU {a.prefill_mfu})",
                 col(lambda t: t.prefill)),
-           _row(f"  rollout decode: {b.output_tokens} tokens × {b.group_size} samples (HBM × {a.decode_bandwidth})",
+           _row(f"  decode per replica: {b.output_tokens} tokens (HBM × {a.decode_bandwidth})",
                 col(lambda t: t.decode.seconds)),
-           _row("    groups resident per engine / waves", [f"{t.decode.groups_resident} / {t.decode.waves}"
-                                                          for t in times]),
+           _row("    groups resident per replica / waves", [f"{t.decode.groups_resident} / {t.decode.waves}"
+                                                           for t in times]),
            _row("    seconds per decode step", [f"{t.decode.step_seconds * 1000:.0f} ms" for t in times]),
            _row(f"  old log-probs: {b.train_prompts * b.group_size} × {b.input_tokens + b.output_tokens} "
                 "tokens forward",
@@ -185,10 +220,12 @@ def device_fit_problem(cfg: Any, *, memory_bytes: float, device: str) -> str | N
     stage = cfg.curriculum.stages[-1]
     lay = layout_for(cfg, input_tokens=stage.max_input_tokens, output_tokens=stage.max_output_tokens)
     plan = memory_plan(g, lay, Gpu(device, memory_bytes, 0.0, 0.0), Assumptions())
-    peak = max(plan.rollout_peak, plan.training_peak)
+    peak = plan.judge_gpu_peak
     if peak <= memory_bytes:
         return None
+    judge = f", judge share {plan.judge_share / GIB:.1f} on GPU 0" if plan.judge_share else ""
     return (f"the planner estimates {peak / GIB:.1f} GiB per GPU (rollouts {plan.rollout_peak / GIB:.1f}, training "
-            f"{plan.training_peak / GIB:.1f}, stage {stage.name}: {stage.max_input_tokens}+{stage.max_output_tokens} "
+            f"{plan.training_peak / GIB:.1f}{judge}, stage {stage.name}: {stage.max_input_tokens}+"
+            f"{stage.max_output_tokens} "
             f"tokens) but this {device} has {memory_bytes / GIB:.1f} GiB; see `nemo-qwenlong plan --recipe ...` "
             "(raise parallelism.context_parallel, use parallelism.recompute=full, or lower rollout.gpu_memory_utilization)")

@@ -7,9 +7,10 @@ decode bandwidth-bound. Pure arithmetic; docs/plan.md lists the assumptions.
 | training FLOPs per sequence | (3 + 1 under full recompute)·forward | backward = 2 × forward (Narayanan et al. 2021, §5.1); full recompute re-runs the forward |
 | old-log-prob pass | 1·forward per sequence | needed when a batch takes more than one optimiser step (loops/rl.py) |
 | training time | FLOPs / (GPUs · peak · MFU) | |
-| prefill FLOPs | prompts·forward(S_in) with prefix caching (one prefill per group), ×G without | vLLM automatic prefix caching |
+| prompts per replica | p = ⌈prompts / R⌉, R = W / TP_r replicas | groups dealt whole; the fullest replica sets the pace (report.step_times) |
+| prefill FLOPs | p·forward(S_in) with prefix caching (one prefill per group), ×G without, on the replica's TP_r GPUs | vLLM automatic prefix caching |
 | decode step | max(bytes / (BW·η), 2·M·seqs/TP_r / (peak·MFU_prefill)) | weights/TP_r plus every running sequence's KV read once per token |
-| decode time | waves · S_out · step, waves = ⌈prompts per engine / groups resident⌉ | groups resident = KV capacity / (S_in + G·S_out), shared prompt stored once |
+| decode time | waves · S_out · step, waves = ⌈p / groups resident⌉ | groups resident = KV capacity / (S_in + G·S_out), shared prompt stored once |
 """
 
 from __future__ import annotations

@@ -65,8 +65,8 @@ def test_padding_multiple_rules() -> None:
     assert padding_multiple(context_parallel=4, fp8="tensorwise") == 64  # 16 rows on each of 4 CP ranks
 
 
-# The recipe layouts (conf/qwenlong-l1: TP8/CP4, TP8/CP2) and the small ones a test cluster uses.
-LAYOUTS = [(8, 4), (8, 2), (4, 1), (8, 1), (2, 2), (1, 4), (1, 1)]
+# The recipe layouts (conf/qwenlong-l1: TP8/CP4, TP8/CP2, TP4/CP2, TP1) and the small ones a test cluster uses.
+LAYOUTS = [(8, 4), (8, 2), (4, 2), (4, 1), (8, 1), (2, 2), (1, 4), (1, 1)]
 
 
 @pytest.mark.parametrize("recipe", ["tensorwise", "delayed", "blockwise"])

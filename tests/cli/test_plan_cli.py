@@ -21,7 +21,7 @@ def test_32b_stage2_fits_h100_and_h200(repo_root: Path) -> None:
     code, out, err = cli("plan", "--recipe", str(repo_root / RECIPE))
     assert code == 0, err
     assert "stage 1 (stage2-60k): 60000 input + 10000 output tokens" in out and "32.76 B parameters" in out
-    assert "TP×PP×CP×DP = 8×1×4×1" in out and "8 engines" in out
+    assert "TP×PP×CP×DP = 8×1×4×1" in out and "rollout replicas R = W/T = 32/4 = 8 (vLLM TP=4 each)" in out
     # 32.76e9 params / TP 8: × 2 B = 7.6 GiB, × 4 B = 15.3 GiB, × 12 B / (DP×CP 4) = 11.4, unsharded 45.8
     assert row(out, "weights (bf16)") == ["7.6", "7.6"]
     assert row(out, "gradients (fp32 buffer)") == ["15.3", "15.3"]
@@ -30,7 +30,13 @@ def test_32b_stage2_fits_h100_and_h200(repo_root: Path) -> None:
     assert row(out, "activations") == ["2.1", "2.1"]  # the recompute table in docs/megatron.md
     assert row(out, "share") == ["39.8", "70.2"]  # 0.5 × 79.6 / 140.4 GiB
     assert row(out, "fits?") == ["fits", "fits"]
-    assert "rollout decode" in out and "training: forward + backward + recompute" in out
+    assert row(out, "KV cache, tokens per replica") == ["375K", "873K"]
+    assert row(out, "KV cache, tokens over all 8 replicas") == ["3001K", "6982K"]
+    # 384 prompts over 8 replicas: 48 each; at 2 resident groups per H100 replica, 24 waves
+    assert "the fullest gets 48 prompts × 8 samples = 384 sequences" in out
+    assert row(out, "groups resident per replica / waves") == ["2 / 24", "6 / 8"]
+    assert "decode per replica" in out and "training: forward + backward + recompute" in out
+    assert "judge on the first node" not in out  # the 32B recipes give the judge its own node
     assert "not calibrated against GPU measurements" in out
 
 
@@ -73,3 +79,21 @@ def test_hf_config_gives_the_geometry(repo_root: Path, tmp_path: Path) -> None:
                          "--output-tokens", "3000")
     assert code == 0, err
     assert "14.77 B parameters" in out and "60000 input + 3000 output tokens" in out
+
+
+def test_the_one_node_recipes_fit_an_h100_with_the_judge_on_gpu_0(repo_root: Path) -> None:
+    """7B on 8 GPUs (R = 8/2 = 4) and 1.5B on one GPU (R = 1): the judge's 0.1 share (8.0 GiB of an H100)
+    is added on GPU 0, and both still fit."""
+    seven = repo_root / "conf/qwenlong-l1/dapo-r1distill7b-2stage-1n8g-tp4cp2.yaml"
+    code, out, err = cli("plan", "--recipe", str(seven), "--gpu", "h100")
+    assert code == 0, err
+    assert "7.62 B parameters" in out and "rollout replicas R = W/T = 8/2 = 4 (vLLM TP=2 each)" in out
+    assert "TP×PP×CP×DP = 4×1×2×1" in out and "the fullest gets 24 prompts × 8 samples" in out
+    assert row(out, "judge vLLM share") == ["8.0"] and row(out, "fits?") == ["fits"]
+    assert float(row(out, "rollouts + judge")[0]) <= 79.6
+    small = repo_root / "conf/qwenlong-l1/dapo-r1distill1.5b-2stage-1n1g.yaml"
+    code, out, err = cli("plan", "--recipe", str(small), "--gpu", "h100")
+    assert code == 0, err
+    assert "1.78 B parameters" in out and "rollout replicas R = W/T = 1/1 = 1" in out
+    assert row(out, "judge vLLM share") == ["8.0"] and row(out, "fits?") == ["fits"]
+    assert float(row(out, "rollouts + judge")[0]) <= 79.6

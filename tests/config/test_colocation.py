@@ -80,3 +80,27 @@ def test_model_geometry_names_the_planner_models() -> None:
 
     literal = typing.get_args(ModelConfig.model_fields["geometry"].annotation)[0]
     assert set(typing.get_args(literal)) == set(KNOWN_MODELS)
+
+
+def test_a_judge_on_the_trainer_node_is_checked_and_named() -> None:
+    """cluster.judge.placement=trainer_node: its share is counted on GPU 0 with the trainer and the engine;
+    bad combinations are refused when the config loads, naming the field."""
+    recipe = CONF / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml"
+    with pytest.raises(ConfigError) as err:  # 26.7 trainer + 39.8 vLLM + 5 reserve leave 8.1 GiB: 0.10 of 79.6
+        load_config(recipe, ["cluster.judge.placement=trainer_node", "cluster.judge.gpu_memory_utilization=0.2"])
+    assert "cluster.judge.gpu_memory_utilization=0.2 × 79.6 GiB = 15.9 GiB" in str(err.value)
+    assert "lower cluster.judge.gpu_memory_utilization to <= 0.10" in str(err.value)
+    assert "set cluster.judge.placement=own_node" in str(err.value)
+    # own node: the same share is not counted against the trainer's GPUs
+    load_config(recipe, ["cluster.judge.gpu_memory_utilization=0.2"])
+    one_gpu = CONF / "dapo-r1distill1.5b-2stage-1n1g.yaml"
+    with pytest.raises(ConfigError, match=r"cluster.judge.gpus=2 GPU\(s\) of the first trainer node, which has "
+                                          r"cluster.gpus_per_node=1"):
+        load_config(one_gpu, ["cluster.judge.gpus=2"])
+    with pytest.raises(ConfigError, match="cluster.judge.extra_args sets --gpu-memory-utilization"):
+        load_config(one_gpu, ['cluster.judge.extra_args=["--gpu-memory-utilization", "0.3"]'])
+    with pytest.raises(ConfigError, match="Input should be 'own_node' or 'trainer_node'"):
+        load_config(one_gpu, ["cluster.judge.placement=shared"])
+    # no launched judge (judge_when never): nothing is taken from the GPU
+    load_config(recipe, ["cluster.judge.placement=trainer_node", "cluster.judge.gpu_memory_utilization=0.2",
+                         "reward.judge_when=never"])

@@ -60,3 +60,37 @@ def test_the_sample_cluster_file_validates_as_a_slurm_overlay() -> None:
                       overlays=[CONF / "cluster" / "example-slurm.yaml"])
     assert cfg.cluster.executor == "slurm" and cfg.cluster.job_dir and cfg.runs_dir.startswith("/")
     assert cfg.cluster.nodes == 4 and cfg.cluster.judge.model_path  # the recipe keeps the job's shape
+
+
+@pytest.mark.parametrize(("recipe", "world", "rollout_tp", "replicas"), [
+    ("dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml", 32, 4, 8),
+    ("dapo-r1distill14b-2stage-2n8g-tp8cp2.yaml", 16, 4, 4),
+    ("dapo-r1distill7b-2stage-1n8g-tp4cp2.yaml", 8, 2, 4),
+    ("dapo-r1distill1.5b-2stage-1n1g.yaml", 1, 1, 1),
+])
+def test_cluster_recipes_hold_r_vllm_replicas(recipe: str, world: int, rollout_tp: int, replicas: int) -> None:
+    """Every cluster recipe generates with vLLM replicas inside the trainer ranks: R = W/T."""
+    from nemo_qwenlong.planning.hardware import KNOWN_MODELS
+    from nemo_qwenlong.planning.report import layout_for
+
+    cfg = load_config(CONF / "qwenlong-l1" / recipe)
+    lay = layout_for(cfg, input_tokens=60000, output_tokens=10000)
+    assert cfg.rollout.backend == "vllm" and (lay.world, lay.rollout_tp, lay.rollout_replicas) == (world, rollout_tp,
+                                                                                                   replicas)
+    g = KNOWN_MODELS[cfg.model.geometry]
+    assert g.heads % rollout_tp == 0 and (g.kv_heads % rollout_tp == 0 or rollout_tp % g.kv_heads == 0)
+
+
+def test_one_node_recipes_share_the_node_with_the_judge() -> None:
+    seven = load_config(CONF / "qwenlong-l1" / "dapo-r1distill7b-2stage-1n8g-tp4cp2.yaml")
+    small = load_config(CONF / "qwenlong-l1" / "dapo-r1distill1.5b-2stage-1n1g.yaml")
+    assert (seven.cluster.nodes, seven.cluster.gpus_per_node, small.cluster.nodes, small.cluster.gpus_per_node) == (
+        1, 8, 1, 1)
+    assert seven.model.geometry == "deepseek-r1-distill-qwen-7b"
+    assert small.model.geometry == "deepseek-r1-distill-qwen-1.5b"
+    for cfg in (seven, small):
+        assert cfg.cluster.judge.placement == "trainer_node" and cfg.rl.clip_high == 0.28
+        assert len(cfg.curriculum.stages) == 2  # the released two-stage curriculum
+        assert cfg.rl.train_batch_size // cfg.rl.mini_batch_size == 4  # optimiser steps per batch, as released
+    big = load_config(CONF / "qwenlong-l1" / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml")
+    assert big.cluster.judge.placement == "own_node"  # the schema default

@@ -235,3 +235,56 @@ def test_a_requeued_job_resumes_despite_a_new_judge_address_or_cluster_fields() 
     assert config_differences(saved, now) == []
     now["reward"]["judge"]["model"] = "other"
     assert config_differences(saved, now) == ["reward.judge.model: checkpoint 'j', now 'other'"]
+
+
+def test_trainer_scripts_state_the_rollout_replicas(tmp_path: Path) -> None:
+    _, _, folder = render_case(RECIPE, "rl", tmp_path)
+    trainer = (folder / "rl" / "scripts" / "rl-0.sh").read_text()
+    assert "# rollout replicas: R = W/T = 32/4 = 8 vLLM engines inside the trainer ranks, replica r on ranks 4r..4r+3" \
+        in trainer
+
+
+ONE_NODE = CONF / "qwenlong-l1" / "dapo-r1distill7b-2stage-1n8g-tp4cp2.yaml"
+
+
+def test_a_judge_on_the_trainer_node_is_a_step_of_the_same_job(tmp_path: Path) -> None:
+    """cluster.judge.placement=trainer_node: no het job; the judge's srun shares the first node's GPUs (--overlap,
+    relative node 0), pins GPU 0, takes its gpu_memory_utilization, and the trainer finds it at NQL_MASTER_ADDR."""
+    code, printed, folder = render_case(ONE_NODE, "rl", tmp_path)
+    assert code == 0, printed
+    sbatch = (folder / "rl_sbatch.sh").read_text()
+    trainer, judge = ((folder / "rl" / "scripts" / f"rl-{i}.sh").read_text() for i in (0, 1))
+    assert "hetjob" not in sbatch and "--het-group" not in sbatch and "#SBATCH --nodes=1" in sbatch
+    assert "#SBATCH --gpus-per-node=8" in sbatch
+    assert 'export NQL_JUDGE_HOST="${NQL_MASTER_ADDR}"' in sbatch
+    trainer_srun, judge_srun = (ln for ln in sbatch.splitlines() if ln.startswith("srun --output"))
+    assert trainer_srun.endswith("--mpi=pmix --overlap bash /nemo_run/scripts/rl-0.sh & pids[0]=$!")
+    assert "--mpi=pmix --nodes=1 --ntasks=1 --relative=0 --overlap bash /nemo_run/scripts/rl-1.sh" in judge_srun
+    assert "export CUDA_VISIBLE_DEVICES=0  # GPU 0 of the job's first node" in judge
+    assert judge.rstrip().endswith("--max-model-len 8192 --gpu-memory-utilization 0.1")
+    assert 'wait_ready "http://${NQL_JUDGE_HOST}:8000/health"' in trainer
+    assert "--nnodes 1 --nproc-per-node 8" in trainer and "R = W/T = 8/2 = 4" in trainer
+
+
+def test_eval_beside_a_shared_judge_leaves_it_room_and_fits_the_model_heads(tmp_path: Path) -> None:
+    """7B's 28 heads refuse TP 8: the eval server runs TP 4 × DP 2 on the node, at 0.9 − 0.1 of each GPU."""
+    code, printed, folder = render_case(ONE_NODE, "eval", tmp_path)
+    assert code == 0, printed
+    sbatch = (folder / "eval_sbatch.sh").read_text()
+    server, _, judge = ((folder / "eval" / "scripts" / f"eval-{i}.sh").read_text() for i in range(3))
+    assert "hetjob" not in sbatch and sbatch.count("--overlap") == 3
+    assert "--tensor-parallel-size 4 --data-parallel-size 2" in server and "--gpu-memory-utilization 0.80" in server
+    assert "--gpu-memory-utilization 0.1" in judge
+
+
+def test_eval_server_parallel_sizes() -> None:
+    from nemo_qwenlong.launch.plan import eval_server_parallel
+
+    def sizes(recipe: str, *overrides: str) -> tuple[int, int]:
+        return eval_server_parallel(load_config(CONF / "qwenlong-l1" / recipe, list(overrides)))
+
+    assert sizes("dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml") == (8, 1)  # 40 heads / 8 KV heads: all 8 GPUs
+    assert sizes("dapo-r1distill7b-2stage-1n8g-tp4cp2.yaml") == (4, 2)  # 28 heads: TP 4, two servers' worth
+    assert sizes("dapo-r1distill1.5b-2stage-1n1g.yaml") == (1, 1)
+    unknown = sizes("dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml", "model.path=/models/Other", "model.geometry=null")
+    assert unknown == (8, 1)  # shape unknown: one TP group over the node, as before
