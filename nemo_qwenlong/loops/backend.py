@@ -119,12 +119,13 @@ def build_engine(cfg: Any, hf_dir: Path):  # noqa: ANN201
         from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
         from nemo_qwenlong.rollout.replicas import EngineReplicas, ReplicaLayout
 
-        layout = ReplicaLayout(dist.world(), dist.rank(), cfg.rollout.tensor_parallel)  # refuses T not dividing W
+        # several ranks: refuses a T that does not divide them (`run` checks it before any stage already)
+        layout = ReplicaLayout(dist.world(), dist.rank(), cfg.rollout.tensor_parallel) if dist.world() > 1 else None
         if max_len is None:
             max_len = json.loads((hf_dir / "config.json").read_text()).get("max_position_embeddings", 32768)
         engine = VLLMGenerator.from_rollout_config(hf_dir, cfg.rollout, dtype=cfg.model.dtype, max_model_len=max_len,
                                                    seed=cfg.seed)
-        return engine if dist.world() == 1 else EngineReplicas(engine, layout, dist)
+        return engine if layout is None else EngineReplicas(engine, layout, dist)
     if not dist.is_rank0():
         return None
     from nemo_qwenlong.backends.hf.generator import HFGenerator

