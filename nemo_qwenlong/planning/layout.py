@@ -131,16 +131,12 @@ def gib(x: float) -> str:
 
 def colocation_problems(g: Geometry | None, lay: Layout, gpu: Gpu, a: Assumptions) -> list[str]:
     """Why trainer and engine cannot share the GPUs (empty when they can), each naming the settings.
-    With no geometry (a model the planner does not know) only the layout rule is checked."""
+    Memory only: which rollout.tensor_parallel a layout accepts (nodes, ranks, heads) is
+    rollout.engine_layout's rule, checked before this. With no geometry (a model the planner does
+    not know) nothing is checked."""
     rtp, problems = lay.rollout_tp, []
-    if lay.gpus_per_node % rtp:
-        problems.append(f"rollout.tensor_parallel={rtp} must divide cluster.gpus_per_node={lay.gpus_per_node} "
-                        "(each vLLM engine stays inside one node)")
     if g is None:
         return problems
-    if g.kv_heads % rtp and rtp % g.kv_heads:
-        problems.append(f"rollout.tensor_parallel={rtp} neither divides nor is a multiple of the model's "
-                        f"{g.kv_heads} KV heads (vLLM refuses it)")
     m = memory_plan(g, lay, gpu, a)
     need_kv = lay.seq_tokens * mem.kv_bytes_per_token(g, rollout_tp=rtp)
     if m.kv_cache < need_kv:
