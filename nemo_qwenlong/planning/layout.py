@@ -162,27 +162,21 @@ def gib(x: float) -> str:
 
 
 def vllm_tp_problems(g: Geometry, tp: int, name: str) -> list[str]:
-    """vLLM's tensor-parallel rule for this model: T divides the attention heads, and divides or is a
-    multiple of the KV heads (replicated beyond). `name` is the setting, for the messages."""
-    problems = []
-    if g.heads % tp:
-        problems.append(f"{name}={tp} must divide the model's {g.heads} attention heads (vLLM refuses it)")
-    if g.kv_heads % tp and tp % g.kv_heads:
-        problems.append(f"{name}={tp} neither divides nor is a multiple of the model's {g.kv_heads} KV heads "
-                        "(vLLM refuses it)")
-    return problems
+    """vLLM's tensor-parallel rule for this model (`rollout.engine_layout`, the one place for it), as
+    problems naming the setting `name`."""
+    from nemo_qwenlong.rollout.engine_layout import EngineShape, broken_rules
+
+    return [f"{name}={tp} {rule}" for rule in broken_rules(tp, EngineShape(heads=g.heads, kv_heads=g.kv_heads))]
 
 
 def colocation_problems(g: Geometry | None, lay: Layout, gpu: Gpu, a: Assumptions) -> list[str]:
     """Why trainer and engine cannot share the GPUs (empty when they can), each naming the settings.
-    With no geometry (a model the planner does not know) only the layout rule is checked."""
+    Memory only: which rollout.tensor_parallel a layout accepts (nodes, ranks, heads) is
+    rollout.engine_layout's rule, checked before this. With no geometry (a model the planner does
+    not know) nothing is checked."""
     rtp, problems = lay.rollout_tp, []
-    if lay.gpus_per_node % rtp:
-        problems.append(f"rollout.tensor_parallel={rtp} must divide cluster.gpus_per_node={lay.gpus_per_node} "
-                        "(each vLLM engine stays inside one node)")
     if g is None:
         return problems
-    problems += vllm_tp_problems(g, rtp, "rollout.tensor_parallel")
     m = memory_plan(g, lay, gpu, a)
     need_kv = lay.seq_tokens * mem.kv_bytes_per_token(g, rollout_tp=rtp)
     if m.kv_cache < need_kv:

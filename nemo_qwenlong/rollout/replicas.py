@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
+from nemo_qwenlong.rollout.engine_layout import EngineShape, tp_problem
 from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order
 
 
@@ -39,10 +40,9 @@ class ReplicaLayout:
     tensor_parallel: int
 
     def __post_init__(self) -> None:
-        if self.tensor_parallel < 1 or self.world % self.tensor_parallel:
-            accepted = [t for t in range(1, self.world + 1) if self.world % t == 0]
-            raise ValueError(f"rollout.tensor_parallel={self.tensor_parallel} does not divide the {self.world} "
-                             f"ranks of this launch (accepted: {', '.join(map(str, accepted))})")
+        problem = tp_problem(self.tensor_parallel, EngineShape(ranks=self.world, ranks_name="this launch"))
+        if problem:
+            raise ValueError(problem)
         if not 0 <= self.rank < self.world:
             raise ValueError(f"rank {self.rank} is outside a world of {self.world}")
 

@@ -46,7 +46,7 @@ def test_sampling_settings_are_validated_and_results_ordered() -> None:
 
 
 def test_unsupported_vllm_versions_are_refused_by_name() -> None:
-    from nemo_qwenlong.backends.vllm.engine import check_vllm_version
+    from nemo_qwenlong.backends.vllm.version import check_vllm_version
 
     check_vllm_version("0.32.0")
     check_vllm_version("0.33.0+cu130")

