@@ -81,7 +81,8 @@ def _launch(args: argparse.Namespace) -> int:
         _check_cluster_file(args.cluster)
     cfg = load_config(args.recipe, args.overrides, overlays=[args.cluster] if args.cluster else [])
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    opts = LaunchOptions(_run_name(args.run_name, f"{cfg.name}-{args.kind}-{stamp}"), getattr(args, "model", None))
+    opts = LaunchOptions(_run_name(args.run_name, f"{cfg.name}-{args.kind}-{stamp}"), getattr(args, "model", None),
+                         recipe=args.recipe)
     plan = build_plan(args.kind, cfg, opts)
     out = render(cfg.cluster, plan, Path(args.plan_dir), submit=not args.dry_run)
     _report(args, cfg, plan, out)

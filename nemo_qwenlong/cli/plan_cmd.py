@@ -9,7 +9,7 @@ from typing import Any
 
 from nemo_qwenlong.cli.common import above, at_least, positive_int
 from nemo_qwenlong.cli.errors import CommandError
-from nemo_qwenlong.config import load_config
+from nemo_qwenlong.config import check_runnable, load_config
 from nemo_qwenlong.planning.hardware import GPUS, Assumptions, geometry_from_hf_config, geometry_of
 from nemo_qwenlong.planning.memory import Geometry
 
@@ -80,7 +80,7 @@ def _plan(args: argparse.Namespace) -> int:
     from nemo_qwenlong.planning.layout import memory_plan, replicas_text
     from nemo_qwenlong.planning.report import batch_for, layout_for, render_memory, render_times, step_times
 
-    cfg = load_config(args.recipe, args.overrides)
+    cfg = check_runnable(load_config(args.recipe, args.overrides), args.recipe)  # what `run` refuses
     if cfg.cluster.gpus_per_node == 0:
         raise CommandError(f"{args.recipe}: cluster.gpus_per_node=0 is a CPU recipe; plan sizes GPU layouts "
                            "(use a recipe under conf/qwenlong-l1/ or override cluster.gpus_per_node)")

@@ -47,16 +47,13 @@ def _torchrun(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nemo_qwenlong.config import load_config
+    from nemo_qwenlong.config import check_runnable, load_config
 
     if args.max_steps is not None and args.max_steps < 1:
         return _fail(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.nproc_per_node < 1:
         return _fail(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
-    cfg = load_config(args.recipe, args.overrides)
-    problems = cfg.runnable_problems()
-    if problems:
-        return _fail(f"{args.recipe} cannot run:\n  " + "\n  ".join(problems))
+    cfg = check_runnable(load_config(args.recipe, args.overrides), args.recipe)  # as config validate, plan, launch
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
         from nemo_qwenlong.loops.checks import RunError, check_supported
 

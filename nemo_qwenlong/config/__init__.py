@@ -3,6 +3,7 @@
 from nemo_qwenlong.config.loader import (
     ConfigError,
     apply_override,
+    check_runnable,
     load_config,
     load_tree,
     to_yaml,
@@ -15,6 +16,7 @@ __all__ = [
     "ConfigError",
     "RunConfig",
     "apply_override",
+    "check_runnable",
     "load_config",
     "load_tree",
     "to_yaml",

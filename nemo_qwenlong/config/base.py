@@ -13,9 +13,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
-def field(default: Any, description: str, **constraints: Any) -> Any:
-    """A schema field: its one default, a one-line description and its range/choices."""
-    return Field(default, description=description, **constraints)
+INFORMATIONAL = "informational"  # json_schema_extra key: why no code outside config/ reads the field
+
+
+def field(default: Any, description: str, *, informational: str | None = None, **constraints: Any) -> Any:
+    """A schema field: its one default, a one-line description and its range/choices. Every field is read by
+    the code outside config/ (tests/config/test_dead_fields.py), or says here why not: `informational`, the
+    reason, shown after the description in `config fields`."""
+    if informational is None:
+        return Field(default, description=description, **constraints)
+    return Field(default, description=f"{description} [informational: {informational}]",
+                 json_schema_extra={INFORMATIONAL: informational}, **constraints)
 
 
 def section(factory: type[Section], description: str) -> Any:

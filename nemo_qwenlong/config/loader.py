@@ -63,6 +63,17 @@ def validate_tree(tree: dict[str, Any], source: str = "<config>", origins: Origi
         raise ConfigError(f"{source}: {len(lines)} problem(s)\n" + "\n".join(f"  - {ln}" for ln in lines)) from None
 
 
+def check_runnable(cfg: RunConfig, source: str) -> RunConfig:
+    """`cfg` if `nemo-qwenlong run` accepts it from the config alone (RunConfig.runnable_problems), else a
+    ConfigError listing every problem. `config validate`, `plan`, `launch` and `run` call it right after
+    loading, so a recipe `run` would refuse fails each of them with the same message (exit 2)."""
+    problems = cfg.runnable_problems()
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s) `nemo-qwenlong run` refuses\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+    return cfg
+
+
 def _set_at(loc: Sequence[Any], origins: Origins) -> str:
     """Where the offending key was set: an override of it or of a key under it (a section-level check),
     else the recipe line that set it, else the nearest enclosing key; '' when only schema defaults did."""

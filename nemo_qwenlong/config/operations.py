@@ -16,10 +16,11 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class CheckpointConfig(Section):
     """Checkpoints: Megatron torch_dist shards + sampler/ledger/RNG state, written atomically."""
 
-    dir: str | None = field(None, "checkpoint folder; null means <run dir>/checkpoints")
+    dir: str | None = field(None, "folder for the checkpoints (a large filesystem): each stage's checkpoints/ is "
+                            "<dir>/<run dir name>/<stage folder>/checkpoints; null: inside the stage folder "
+                            "(docs/run.md). Resume: `run --resume`", min_length=1)
     save_every_steps: int = field(5, "save every N RL/SFT steps", ge=1)
     keep_last: int = field(3, "checkpoints kept on disk (older ones are deleted)", ge=1)
-    resume: str = field("auto", "'auto' (latest in dir), 'never', or a checkpoint folder", min_length=1)
 
 
 class WandbConfig(Section):
@@ -82,7 +83,9 @@ class ClusterConfig(Section):
     nodes: int = field(1, "nodes", ge=1, le=4096)
     gpus_per_node: int = field(8, "GPUs per node (0 for CPU-only local runs)", ge=0, le=16)
     gpu: Literal["h100", "h200"] = field(
-        "h100", "GPU model (h100: 80 GB, h200: 141 GB); trainer and vLLM memory are checked against it (docs/plan.md)")
+        "h100", "GPU model (h100: 80 GB, h200: 141 GB); trainer and vLLM memory are checked against it (docs/plan.md)",
+        informational="read only by the config's own memory check (RunConfig._check_colocation); Slurm is not "
+        "asked for it: cluster.constraint is")
     account: str | None = field(None, "Slurm account (required for slurm)")
     partition: str | None = field(None, "Slurm partition (required for slurm)")
     qos: str | None = field(None, "Slurm QOS (sbatch --qos); null: the account's default")

@@ -12,6 +12,8 @@ from pydantic import Field, model_validator
 
 from nemo_qwenlong.config.base import Section, field, section
 
+NOT_YET = "not supported by `run` yet: true is refused by every command (RunConfig.runnable_problems)"
+
 
 class RolloutConfig(Section):
     """Sampling settings and the rollout engine (vLLM colocated with the trainer)."""
@@ -123,8 +125,9 @@ class StageConfig(Section):
         None, "passes over the stage's items; the stage ends when their batches run out (a step draws 1 to "
         "max_rounds), at most the planned steps (docs/data.md) (exactly one of steps/epochs)", gt=0
     )
-    reset_lr_schedule: bool = field(False, "restart warm-up/schedule at the stage start (choice)")
-    reset_optimizer: bool = field(False, "drop Adam moments at the stage start (choice)")
+    reset_lr_schedule: bool = field(False, "restart warm-up/schedule at the stage start (choice)",
+                                    informational=NOT_YET)
+    reset_optimizer: bool = field(False, "drop Adam moments at the stage start (choice)", informational=NOT_YET)
     retrospective: RetrospectiveConfig = section(RetrospectiveConfig, "retrospective sampling")
 
     @model_validator(mode="after")
@@ -206,8 +209,6 @@ class DataConfig(Section):
     val_path: str | None = field(None, "validation set, same layouts")
     format: Literal["docqa_parquet", "jsonl"] = field("docqa_parquet", "file layout")
     skip_invalid: bool = field(False, "skip bad rows and report the count (default: fail with every bad row)")
-    filter_overlong: bool = field(True, "drop items over the stage's input cap (never truncate)")
-    shuffle: bool = field(True, "shuffle items each epoch (seeded by the run seed)")
     synthetic: SyntheticDataConfig = section(SyntheticDataConfig, "generated data (tiny CPU default)")
 
 

@@ -163,7 +163,14 @@ class RunConfig(Section):
             return
 
     def runnable_problems(self) -> list[str]:
-        """What `nemo-qwenlong run` needs beyond a valid schema: the data each pipeline stage reads."""
+        """What `nemo-qwenlong run` refuses beyond a valid schema, read from the config alone: the data each
+        pipeline stage reads, and settings `run` does not support yet. `config validate`, `plan`, `launch` and
+        `run` all refuse these before anything starts (config.loader.check_runnable). What depends on the
+        machine or the launch (CUDA, devices, cores, the installed vLLM, the model's files where the job runs)
+        `run` checks when it starts (loops.checks)."""
+        return self._data_problems() + self._unsupported()
+
+    def _data_problems(self) -> list[str]:
         if self.data.synthetic.kind == "tiny":
             return []
         names, problems = list(self.pipeline), []
@@ -174,4 +181,18 @@ class RunConfig(Section):
                             "docs/run.md gives its format)")
         if "eval" in names and not (self.evaluation.heldout_path or self.data.val_path):
             problems.append("pipeline has 'eval' but evaluation.heldout_path and data.val_path are null")
+        return problems
+
+    def _unsupported(self) -> list[str]:
+        problems = []
+        if self.rl.kl_coef > 0:
+            problems.append(f"rl.kl_coef={self.rl.kl_coef}: `run` holds no reference policy yet (the released DAPO "
+                            "settings use 0); accepted: rl.kl_coef=0")
+        for i, s in enumerate(self.curriculum.stages):
+            on = [k for k, v in (("reset_optimizer", s.reset_optimizer), ("reset_lr_schedule", s.reset_lr_schedule))
+                  if v]
+            if on:
+                problems.append(", ".join(f"curriculum.stages.{i}.{k}=true" for k in on) + ": per-stage optimiser/"
+                                "schedule resets are not supported by `run` yet (the optimiser and schedule continue "
+                                "across stages); accepted: false")
         return problems

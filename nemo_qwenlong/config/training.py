@@ -58,9 +58,7 @@ class ModelConfig(Section):
         "(the default, so a config that names no model never reaches for a hub)",
     )
     path: str | None = field(None, "HF folder (source=hf) or Megatron checkpoint folder (source=megatron)")
-    tokenizer_path: str | None = field(None, "tokenizer folder; null means model.path")
     dtype: Literal["float32", "bfloat16", "float16"] = field("bfloat16", "parameter/compute dtype")
-    trust_remote_code: bool = field(False, "allow model code from the checkpoint folder (off unless asked)")
     yarn: YarnConfig | None = field(None, "YaRN for serving exports; null keeps plain RoPE")
     geometry: Literal["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-qwen-14b",
                       "deepseek-r1-distill-qwen-32b", "qwenlong-l1-32b"] | None = field(

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from nemo_qwenlong.config import RunConfig
+from nemo_qwenlong.config import RunConfig, check_runnable
 from nemo_qwenlong.config.loader import validate_tree
 from nemo_qwenlong.launch.requeue import PREEMPTED_FILE_ENV, PREEMPTED_NAME
 from nemo_qwenlong.planning.hardware import geometry_of
@@ -78,6 +78,7 @@ class LaunchPlan:
 class LaunchOptions:
     run_name: str
     model: str | None = None  # eval: the HF folder to evaluate (inside the container)
+    recipe: str = "the recipe"  # names the recipe in refusals (the path as given)
 
 
 # ---- the resolved config travels inside the trainer's script ------------------------------------
@@ -197,10 +198,7 @@ def _rollout_line(cfg: RunConfig) -> str:
 
 
 def _trainer_plan(cfg: RunConfig, opts: LaunchOptions, kind: str) -> LaunchPlan:
-    problems = cfg.runnable_problems()
-    if problems:
-        raise LaunchError(f"launch {kind}: the recipe cannot run: {'; '.join(problems)}; accepted: a recipe that "
-                          "`nemo-qwenlong run` accepts (set the paths with KEY=VALUE overrides)")
+    check_runnable(cfg, opts.recipe)  # what `run` would refuse after the job waited in the queue
     runs_dir = cfg.runs_dir if cfg.cluster.executor == "slurm" else os.path.abspath(cfg.runs_dir)  # local: any cwd
     run_dir = f"{runs_dir.rstrip('/')}/{opts.run_name}"
     judge = _judge_launched(cfg, kind)

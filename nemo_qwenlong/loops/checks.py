@@ -1,5 +1,6 @@
-"""What `run` refuses before any process group, model or tensor exists: hardware the recipe cannot
-use, and settings `run` does not support yet."""
+"""What `run` refuses before any process group, model or tensor exists that depends on this machine or
+this launch: hardware the recipe cannot use, an engine this launch cannot build. What the config alone decides
+(RunConfig.runnable_problems) every command checks (config.loader.check_runnable)."""
 
 from __future__ import annotations
 
@@ -106,14 +107,9 @@ def check_engine(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ
 
 
 def check_supported(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ) -> None:
-    """Refuse, before any process group or model exists, what this machine or `run` cannot do.
-    `world` and `env` (LOCAL_WORLD_SIZE) describe the launch: this process's, or the one about to start."""
+    """Refuse, before any process group or model exists, what this machine or this launch cannot do.
+    `world` and `env` (LOCAL_WORLD_SIZE) describe the launch: this process's, or the one about to start.
+    The rules that need only the config (RunConfig.runnable_problems) are not here: every command that takes
+    a recipe applies them (config.loader.check_runnable), `run` when it loads the recipe."""
     check_hardware(cfg, world, env)
     check_engine(cfg, world, env)
-    if cfg.rl.kl_coef > 0:
-        raise RunError(f"rl.kl_coef={cfg.rl.kl_coef}: `run` holds no reference policy yet (the released DAPO "
-                       "settings use 0); set rl.kl_coef=0")
-    for i, s in enumerate(cfg.curriculum.stages):
-        if s.reset_optimizer or s.reset_lr_schedule:
-            raise RunError(f"curriculum.stages.{i}: reset_optimizer/reset_lr_schedule are not supported by "
-                           "`run` yet; set both to false (the optimiser and schedule continue across stages)")

@@ -19,7 +19,7 @@ def final_policy(run: Any) -> None:
 
     root, _ = latest_rl(run)
     if root is None and "sft" in run.cfg.pipeline:
-        root = run.dirs["sft"] / "checkpoints"
+        root = run.checkpoints["sft"]
     run.policy = build_policy(run.cfg, run.files, phase="rl", phase_steps=1)
     load_weights(run.policy, root or run.files.megatron_dir, optimizer=False)
 

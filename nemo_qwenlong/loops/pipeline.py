@@ -6,6 +6,7 @@ its own module; `Run` holds what the stages share (config, run directory, data, 
     <run dir>/NN-data/               stage.json with counts and fingerprints            loops.data_stage
     <run dir>/NN-sft/                checkpoints/, hf/ (the SFT checkpoint as HF)       loops.sft_stage
     <run dir>/NN-rl-<stage>/         checkpoints/ (global RL step numbers),             loops.rl_stages
+                                     (checkpoints/: under checkpoint.dir when set,      loops.run_dir)
                                      difficulty_ledger.csv, stage.json (held-out probe)
     <run dir>/NN-export/hf/          the final policy as an HF folder (vLLM serves it)  loops.export_stage
     <run dir>/NN-eval/               sft/ and rl/ reports                               loops.eval_stage
@@ -35,7 +36,14 @@ from nemo_qwenlong.loops.export_stage import run_export_stage
 from nemo_qwenlong.loops.metrics import MetricsLog, start_wandb
 from nemo_qwenlong.loops.preemption import PreemptionFlag
 from nemo_qwenlong.loops.rl_stages import run_rl_stages
-from nemo_qwenlong.loops.run_dir import RunError, RunOptions, config_hash, open_run_dir, stage_dirs
+from nemo_qwenlong.loops.run_dir import (
+    RunError,
+    RunOptions,
+    checkpoint_dirs,
+    config_hash,
+    open_run_dir,
+    stage_dirs,
+)
 from nemo_qwenlong.loops.sft_stage import run_sft_stage
 
 __all__ = ["Run", "RunError", "RunOptions"]
@@ -85,6 +93,7 @@ class Run:
                       backend=p.dist_backend, seed=self.cfg.seed)
         self.run_dir, self.resuming = open_run_dir(self.cfg, self.opts)
         self.dirs = stage_dirs(self.cfg, self.run_dir)
+        self.checkpoints = checkpoint_dirs(self.cfg, self.run_dir, self.dirs)  # per stage, as self.dirs
         self.hash = config_hash(self.cfg)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl",
                                   wandb_run=start_wandb(self.cfg, self.run_dir) if dist.is_rank0() else None)

@@ -61,7 +61,7 @@ def latest_rl(run: Any) -> tuple[Path | None, int]:
     for s in run.cfg.curriculum.stages:
         if f"rl-{s.name}" not in run.dirs:  # a pipeline without rl (e.g. [data, export, eval])
             continue
-        root = run.dirs[f"rl-{s.name}"] / "checkpoints"
+        root = run.checkpoints[f"rl-{s.name}"]
         step = ckpt.latest_step(root) if root.is_dir() else None
         if step and step > best[1]:
             best = (root, step)
@@ -93,7 +93,7 @@ def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
         sampler.load_state_dict(loop["sampler"])
         state.set_rng_state(loop["rng"])
     elif "sft" in cfg.pipeline:
-        load_weights(run.policy, run.dirs["sft"] / "checkpoints", optimizer=False)
+        load_weights(run.policy, run.checkpoints["sft"], optimizer=False)
     else:
         load_weights(run.policy, run.files.megatron_dir, optimizer=False)
     reward = build_reward(cfg.reward, run_dir=str(run.run_dir)) if dist.is_rank0() else None
@@ -124,7 +124,8 @@ def run_rl_stages(run: Any) -> None:
         run.console.line(f"rl step 0 (before training): val acc {acc:.3f}")
     budget = run.opts.max_steps
     for k, stage in enumerate(stages):
-        folder = run.dirs[f"rl-{stage.name}"]
+        name = f"rl-{stage.name}"
+        folder = run.dirs[name]
         if stage_done(folder) or k < int(loop["stage_index"]):
             continue
         # a stage in epochs may end early (its data ran out), so it starts where the last one ended
@@ -149,13 +150,13 @@ def run_rl_stages(run: Any) -> None:
             stop = run.flag.requested()
             end = step == last or env.sampler.exhausted() or (budget is not None and step >= budget)
             if stop or end or step % run.cfg.checkpoint.save_every_steps == 0:
-                run.save(folder / "checkpoints", step, {"phase": "rl", "step": step, "stage_index": k,
+                run.save(run.checkpoints[name], step, {"phase": "rl", "step": step, "stage_index": k,
                                                            "stage_start": first, "sampler": env.sampler.state_dict()})
             if stop:
                 raise Preempted(f"RL step {step}")
         if dist.is_rank0():
             env.sampler.ledger.to_csv(folder / "difficulty_ledger.csv", retrospective=stage.retrospective)
-        mark_done(folder, {"last_step": step, "checkpoint": str(folder / "checkpoints"),
+        mark_done(folder, {"last_step": step, "checkpoint": str(run.checkpoints[name]),
                            "heldout_probe": heldout_probe(run, env, stage.name)})
     run.rl_done_step = step
 

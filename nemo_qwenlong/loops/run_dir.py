@@ -2,6 +2,8 @@
 
     <run dir>/config.yaml            the resolved config (a resume must match it)
     <run dir>/NN-<stage>/stage.json  written when the stage is done (`mark_done`); `--resume auto` skips it
+    <run dir>/NN-<stage>/checkpoints/, or with checkpoint.dir set
+    <checkpoint.dir>/<run dir name>/NN-<stage>/checkpoints/   (`checkpoint_dirs`)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nemo_qwenlong.fsio import atomic_write_text
 from nemo_qwenlong.loops import dist
 
 STAGE_JSON = "stage.json"
+CHECKPOINTS = "checkpoints"
 
 
 class RunError(RuntimeError):
@@ -71,6 +74,11 @@ def open_run_dir(cfg: RunConfig, opts: RunOptions) -> tuple[Path, bool]:
                        "or choose a new --output")
     if not resuming and run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists, is not empty and holds no run (no config.yaml); choose a new --output")
+    elsewhere = checkpoint_home(cfg, run_dir)
+    if not resuming and elsewhere is not None and elsewhere.is_dir() and any(elsewhere.iterdir()):
+        raise RunError(f"checkpoint.dir: {elsewhere} holds checkpoints of an earlier run named {run_dir.name!r} and "
+                       f"{run_dir} holds no run (no config.yaml) that they belong to; a new run would resume from "
+                       "them. Move them away, or choose another --output (its folder name names the checkpoints)")
     if resuming:
         diffs = config_differences(yaml.safe_load(saved.read_text()), yaml.safe_load(to_yaml(cfg)))
         if diffs:
@@ -88,6 +96,18 @@ def stage_dirs(cfg: RunConfig, run_dir: Path) -> dict[str, Path]:
     for stage in cfg.pipeline:
         names += [f"rl-{s.name}" for s in cfg.curriculum.stages] if stage == "rl" else [stage]
     return {n: run_dir / f"{i:02d}-{n}" for i, n in enumerate(names)}
+
+
+def checkpoint_home(cfg: RunConfig, run_dir: Path) -> Path | None:
+    """<checkpoint.dir>/<run dir name>, this run's share of checkpoint.dir; None when it is not set."""
+    return None if cfg.checkpoint.dir is None else Path(cfg.checkpoint.dir) / run_dir.resolve().name
+
+
+def checkpoint_dirs(cfg: RunConfig, run_dir: Path, dirs: dict[str, Path]) -> dict[str, Path]:
+    """Each stage's checkpoint folder (save and resume): `<stage folder>/checkpoints`, or, with checkpoint.dir
+    set (a large filesystem), `<checkpoint.dir>/<run dir name>/<stage folder name>/checkpoints`."""
+    home = checkpoint_home(cfg, run_dir)
+    return {n: (d if home is None else home / d.name) / CHECKPOINTS for n, d in dirs.items()}
 
 
 def stage_done(folder: Path) -> dict[str, Any] | None:

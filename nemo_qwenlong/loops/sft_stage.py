@@ -28,7 +28,7 @@ def run_sft_stage(run: Any) -> None:
                               val_fraction=cfg.sft.val_fraction, seed=cfg.seed, val=val)
     steps = sft.total_steps(len(data.train), cfg.sft)
     run.policy = build_policy(cfg, run.files, phase="sft", phase_steps=steps)
-    root = folder / "checkpoints"
+    root = run.checkpoints["sft"]
     start = ckpt.latest_step(root) or 0
     if start:
         load_weights(run.policy, root, optimizer=True, config_hash=run.hash)

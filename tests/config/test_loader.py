@@ -50,12 +50,12 @@ def test_defaults_cycle_is_reported(tmp_path: Path) -> None:
 def test_dotted_overrides_parse_yaml_scalars_and_list_indices() -> None:
     cfg = load_config(
         None,
-        ["rl.clip_high=0.28", "rl.dynamic_sampling.enable=false", "model.tokenizer_path=/tok",
+        ["rl.clip_high=0.28", "rl.dynamic_sampling.enable=false", "model.path=/m",
          "curriculum.stages.1.steps=40", "cluster.container_mounts=[x:/x]"],
     )
     assert cfg.rl.clip_high == 0.28
     assert cfg.rl.dynamic_sampling.enable is False
-    assert cfg.model.tokenizer_path == "/tok"
+    assert cfg.model.path == "/m"
     assert cfg.curriculum.stages[1].steps == 40
     assert cfg.cluster.container_mounts == ["x:/x"]
 
