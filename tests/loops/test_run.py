@@ -91,10 +91,13 @@ def test_full_pipeline_small(tmp_path: Path) -> None:
 def test_validation_before_training_and_step_metrics(tmp_path: Path) -> None:
     """logging.val_before_train: a fresh run validates before RL step 1 (a step-0 row, 2 samples per val
     item); a resume past step 0 does not validate again. With rl.entropy_coef=0 every RL row still has the
-    entropy, the KL to the behaviour policy and the ratio and clip statistics; the plots are made."""
-    out = tmp_path / "run"
+    entropy, the KL to the behaviour policy and the ratio and clip statistics; the plots are made.
+    checkpoint.dir: the checkpoints live under <checkpoint.dir>/<run dir name>/<stage folder>/, the resume
+    finds them there, and a new run of that name refuses to start over them."""
+    out, big = tmp_path / "run", tmp_path / "big"
     args = [*SMALL, *NO_SFT, "logging.val_before_train=true", "rollout.val_samples=2", "rl.entropy_coef=0",
-            "rl.dynamic_sampling.enable=false", "checkpoint.save_every_steps=1"]  # every step updates
+            "rl.dynamic_sampling.enable=false", "checkpoint.save_every_steps=1",  # every step updates
+            f"checkpoint.dir={big}"]
     res = run_cli(out, *args, "--max-steps", "1")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "rl step 0 (before training): val acc" in res.stdout
@@ -113,6 +116,16 @@ def test_validation_before_training_and_step_metrics(tmp_path: Path) -> None:
     assert rows(out, "rl")[0] == first[0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"]["rl"] == 2 and (out / "plots" / "rl.png").stat().st_size > 1000
+    ckpts = big / "run" / "01-rl-stage1-short" / "checkpoints"  # the resume continued from checkpoint 1 there
+    assert (ckpts / "iter_0000001").is_dir() and (ckpts / "latest_checkpointed_iteration.txt").read_text() == "2"
+    assert not list(out.rglob("checkpoints"))  # nothing of them in the run directory
+    import shutil
+
+    shutil.rmtree(out)  # the run directory gone, its checkpoints left: a new run of that name is refused
+    refused = run_cli(out, *args, "--max-steps", "1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert f"checkpoint.dir: {big / 'run'} holds checkpoints of an earlier run named 'run'" in refused.stderr
+    assert not (out / "config.yaml").exists()
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 400) -> None:
