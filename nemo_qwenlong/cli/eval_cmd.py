@@ -17,6 +17,7 @@ from typing import Any
 
 from nemo_qwenlong.cli.common import above, at_least, positive_int
 from nemo_qwenlong.cli.errors import run_command
+from nemo_qwenlong.config.pipeline import JudgeConfig
 
 DEFAULT_BENCHMARKS = "docmath,frames,2wikimqa,hotpotqa,musique,narrativeqa,qasper"
 
@@ -95,8 +96,10 @@ def _generate_args(p: argparse.ArgumentParser, *, benchmarks: bool = True) -> No
 def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-url", metavar="URL", help="OpenAI-compatible judge endpoint (released: DeepSeek-V3); none: rule scores only")
     p.add_argument("--judge-model", default="deepseek-chat", metavar="NAME", help="judge model name (released: deepseek-chat)")
-    p.add_argument("--judge-api-key-env", default="VERIFIER_API", metavar="VAR",
-                   help="environment variable holding the judge's API key (released: VERIFIER_API)")
+    p.add_argument("--judge-api-key-env", default=None, metavar="VAR",
+                   help="environment variable holding the judge's API key; default: the schema's "
+                   f"reward.judge.api_key_env, {JudgeConfig.model_fields['api_key_env'].default} "
+                   "(the released scripts read VERIFIER_API)")
     p.add_argument("--judge-concurrency", type=positive_int, default=20, metavar="N", help="judge calls in flight (released: 20)")
     p.add_argument("--judge-timeout-s", type=above(0.0), default=600.0,
                    help="per judge call (released: the OpenAI client's default, 600)")
@@ -251,10 +254,9 @@ class _engine:
 def _judge_cfg(args: argparse.Namespace) -> Any:
     if not args.judge_url:
         return None
-    from nemo_qwenlong.config.pipeline import JudgeConfig
-
-    return JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_api_key_env,
-                       concurrency=args.judge_concurrency, timeout_s=args.judge_timeout_s)
+    key_env = {"api_key_env": args.judge_api_key_env} if args.judge_api_key_env else {}  # else the schema's default
+    return JudgeConfig(base_url=args.judge_url, model=args.judge_model, concurrency=args.judge_concurrency,
+                       timeout_s=args.judge_timeout_s, **key_env)
 
 
 def _run_score(responses: Path, out: Path, args: argparse.Namespace, model_name: str,

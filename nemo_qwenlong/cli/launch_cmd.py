@@ -12,8 +12,9 @@ CLUSTER_FILE_KEYS = ("cluster", "runs_dir")  # site-specific only; everything el
 
 KIND_HELP = {
     "sft": "warm-up SFT only (pipeline data, sft): multi-node torchrun, requeued on preemption",
-    "rl": "the recipe's RL stages (pipeline data, rl, export) with the judge as its own vllm serve node",
-    "run": "the recipe's whole pipeline, as `nemo-qwenlong run` runs it, with the judge node",
+    "rl": "the recipe's RL stages (pipeline data, rl, export) with the judge (its own vllm serve node, or the "
+          "first node's first GPUs: cluster.judge.placement)",
+    "run": "the recipe's whole pipeline, as `nemo-qwenlong run` runs it, with the judge (cluster.judge.placement)",
     "eval": "the seven-benchmark DocQA evaluation of --model: its vllm server and the eval client, + the judge",
     "judge": "the judge alone (vllm serve of cluster.judge.model_path); its address lands in <job folder>/judge_url",
 }
