@@ -71,7 +71,7 @@ PLACEHOLDERS: dict[str, str] = {
     "/runs/x/02-rl-stage2-60k/checkpoints": "ckpt",  # a run's checkpoints: the converted one has the same layout
     "/serve/r1-32b-ql": "serve",
 }
-LINKED = ("conf", "eval", "converters", "launcher")  # repository folders the commands' working directory links to
+LINKED = ("conf", "eval", "converters", "launcher", "tests")  # repository folders the commands' working directory links to
 MAX_SYNTH_ITEMS = 200
 
 
@@ -84,7 +84,7 @@ class Decision:
 def drop_optional(command: str) -> str:
     """`a [--b C [--d]] e` -> `a e`."""
     while True:
-        reduced = re.sub(r"\s*\[[^\[\]]*\]", "", command)
+        reduced = re.sub(r"\s+\[[^\[\]]*\]", "", command)  # `[--opt X]` groups, not a value like `=[a,b]`
         if reduced == command:
             return " ".join(command.split())
         command = reduced

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nemo_qwenlong.cli.common import add_config_args, config_from_args
+from nemo_qwenlong.cli.common import add_recipe_args, config_from_args, recipe_paths
 from nemo_qwenlong.config import ConfigError, check_runnable, load_config, load_tree, to_yaml
 from nemo_qwenlong.config.docs import field_table
 
@@ -16,11 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
 
     show = verbs.add_parser("show", help="print the resolved config (recipe + inherited + overrides)")
-    add_config_args(show)
+    add_recipe_args(show, required=False)
     show.set_defaults(handler=_show)
 
     validate = verbs.add_parser("validate", help="validate recipes; exit 2 listing every problem")
-    validate.add_argument("paths", nargs="+", metavar="YAML", help="recipe files or folders (searched for *.yaml)")
+    add_recipe_args(validate, many=True)
     validate.set_defaults(handler=_validate)
 
     fields = verbs.add_parser("fields", help="list fields with defaults, ranges and descriptions")
@@ -35,7 +35,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     files: list[Path] = []
-    for item in map(Path, args.paths):
+    for item in map(Path, recipe_paths(args)):
         found = sorted(item.rglob("*.yaml")) if item.is_dir() else [item]
         if not found:
             raise ConfigError(f"{item}: folder holds no *.yaml recipes; pass recipe files or a folder of them")

@@ -111,6 +111,11 @@ def _lengths(items, args) -> tuple[dict[str, int], str]:
         tok = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise CommandError(f"--tokenizer {args.tokenizer}: no loadable tokenizer there ({exc})") from None
+    if not getattr(tok, "chat_template", None):
+        raise CommandError(f"--tokenizer {args.tokenizer}: the tokenizer has no chat template (no `chat_template` "
+                           "in tokenizer_config.json, no chat_template.jinja), and prompt lengths are counted after "
+                           "it; accepted: the policy model's HF folder (e.g. DeepSeek-R1-Distill-Qwen-*), or no "
+                           "--tokenizer for estimated lengths")
     return prompt_lengths(items, tok, cache_path=cache_path_for(args.path), progress=True), "templated prompt tokens"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
                    help="how docmath_official finds the final answer: rule (the phrase after the last 'the answer "
                    "is', as written) or judge (DocMath-Eval's extraction prompt asked of --judge-url); default: "
                    "the schema's evaluation.docmath_extractor")
+    p.add_argument("--judge-failures", choices=("stop", "ok"), default="stop",
+                   help="stop (default): refuse to start when --judge-url does not answer a GET <url>/models; ok: "
+                   "score anyway, every failed judge call counted at the top of report.md")
 
 
 class EvalError(Exception):
@@ -270,12 +274,41 @@ def _run_score(responses: Path, out: Path, args: argparse.Namespace, model_name:
     summary = score_and_report(responses, out, judge=_judge_cfg(args), model_name=model_name, benchmarks=benchmarks,
                                docmath_extractor=args.docmath_extractor or _schema_docmath_extractor(),
                                progress=_progress(not args.no_progress, "score"))
+    failed = sum(s["judge_failures"] for s in summary)
+    if failed:
+        print(f"eval score: judge failures: {failed} of {sum(s['n'] for s in summary)} row(s) got no judge verdict "
+              "(rule scores only for them; counted at the top of report.md)", flush=True)
     for s in summary:
         line = f"  {s['benchmark']:<12} n={s['n']:<5} qwenlong {s['qwenlong']:.1f}  strict {s['strict']:.1f}"
         line += f"  docmath_official {s['docmath_official']:.1f}" if s.get("docmath_official") is not None else ""
         line += f" ({s['docmath_extractor_failures']} extraction(s) failed)" if s.get("docmath_extractor_failures") else ""
         print(line + (f"  failures {s['failures']}" if s["failures"] else ""), flush=True)
     print(f"eval score: {out / 'report.md'}" + ("" if args.judge_url else " (no judge: rule scores only)"), flush=True)
+
+
+def _check_judge(args: argparse.Namespace) -> None:
+    """Ask --judge-url once, cheaply, before any work: an unusable judge stops here (exit 2) unless
+    --judge-failures ok, which scores anyway (each failed call is counted in the report)."""
+    if not args.judge_url:
+        return
+    from nemo_qwenlong.redact import redact_text
+    from nemo_qwenlong.rewards.judge_probe import PROBE_TIMEOUT_S, judge_problem
+
+    key_env = args.judge_api_key_env or JudgeConfig.model_fields["api_key_env"].default
+    problem = judge_problem(args.judge_url, key_env, min(PROBE_TIMEOUT_S, args.judge_timeout_s))
+    if problem is None:
+        return
+    if args.judge_failures == "stop":
+        raise EvalError(f"--judge-url {args.judge_url}: the judge is not reachable: {problem}; accepted: a running "
+                        "OpenAI-compatible judge at that URL (key in $" + key_env + "), no --judge-url "
+                        "for rule scores only, or --judge-failures ok to score anyway with the failures counted")
+    print(redact_text(f"eval: warning: --judge-url {args.judge_url}: {problem}; scoring anyway (--judge-failures ok): "
+                      "failed judge calls are counted at the top of report.md"), file=sys.stderr, flush=True)
+
+
+def _folder_name(folder: Path) -> str:
+    """A report's default model name: the folder's name, resolved first (`responses.jsonl` alone lies in `.`)."""
+    return folder.resolve().name or str(folder)
 
 
 def _schema_docmath_extractor() -> str:
@@ -300,15 +333,17 @@ def _check_extractor(args: argparse.Namespace) -> None:
 def _score(args: argparse.Namespace) -> None:
     _logging()
     _check_extractor(args)
+    _check_judge(args)
     responses = Path(args.responses)
-    _run_score(responses, Path(args.output), args, args.model_name or responses.parent.name, args.score_benchmarks)
+    _run_score(responses, Path(args.output), args, args.model_name or _folder_name(responses.parent), args.score_benchmarks)
 
 
 def _both(args: argparse.Namespace) -> None:
     _logging()
     _check_extractor(args)
+    _check_judge(args)  # before the generation: a dead judge should not cost a generation run first
     responses = _run_generate(args)
-    _run_score(responses, Path(args.output), args, Path(args.model).name)
+    _run_score(responses, Path(args.output), args, _folder_name(Path(args.model)))
 
 
 # ---- the released script layout: eval/<benchmark>.py (generate) and eval/<benchmark>_verify.py (score) --

@@ -1,4 +1,4 @@
-"""`nemo-qwenlong launch KIND --recipe R [--cluster conf/cluster/<site>.yaml] [--dry-run]`: Slurm jobs via nemo-run."""
+"""`nemo-qwenlong launch KIND RECIPE [--cluster conf/cluster/<site>.yaml] [--dry-run]`: Slurm jobs via nemo-run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from nemo_qwenlong.cli.common import add_recipe_args, recipe_args
 from nemo_qwenlong.cli.errors import CommandError
 
 CLUSTER_FILE_KEYS = ("cluster", "runs_dir")  # site-specific only; everything else belongs in the recipe
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _args(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--recipe", "-r", required=True, metavar="YAML", help="recipe, e.g. conf/qwenlong-l1/dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml")
+    add_recipe_args(p)
     p.add_argument("--cluster", metavar="YAML", help="cluster file with the site's fields (conf/cluster/example-slurm.yaml); "
                    "merged over the recipe's cluster section")
     p.add_argument("--dry-run", action="store_true", help="write the sbatch and task scripts, print where; submit nothing")
@@ -45,7 +46,6 @@ def _args(p: argparse.ArgumentParser, kind: str) -> None:
     if kind == "eval":
         p.add_argument("--model", required=True, metavar="HF_DIR",
                        help="HF folder to evaluate, as the container sees it (e.g. <run dir>/03-export/hf)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied last, e.g. cluster.time=12:00:00")
 
 
 def _anticipated() -> tuple[type[Exception], ...]:
@@ -77,10 +77,11 @@ def _launch(args: argparse.Namespace) -> int:
     from nemo_qwenlong.launch.plan import LaunchOptions, build_plan, check_no_secrets
     from nemo_qwenlong.launch.slurm import render
 
-    check_no_secrets(list(args.overrides), "override")
+    recipe, overrides = recipe_args(args)
+    check_no_secrets(overrides, "override")
     if args.cluster:
         _check_cluster_file(args.cluster)
-    cfg = load_config(args.recipe, args.overrides, overlays=[args.cluster] if args.cluster else [])
+    cfg = load_config(recipe, overrides, overlays=[args.cluster] if args.cluster else [])
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     opts = LaunchOptions(_run_name(args.run_name, f"{cfg.name}-{args.kind}-{stamp}"), getattr(args, "model", None),
                          recipe=args.recipe)

@@ -1,4 +1,4 @@
-"""`nemo-qwenlong plan --recipe ...`: per-GPU memory and step-time estimate of a recipe (docs/plan.md)."""
+"""`nemo-qwenlong plan RECIPE`: per-GPU memory and step-time estimate of a recipe (docs/plan.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nemo_qwenlong.cli.common import above, at_least, positive_int
+from nemo_qwenlong.cli.common import above, add_recipe_args, at_least, positive_int, recipe_args
 from nemo_qwenlong.cli.errors import CommandError
 from nemo_qwenlong.config import check_runnable, load_config
 from nemo_qwenlong.planning.hardware import GPUS, Assumptions, geometry_from_hf_config, geometry_of
@@ -20,8 +20,7 @@ fraction = above(0.0)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="per-GPU memory (H100/H200) and step-time estimate of a recipe",
                        description="Estimates, not measurements: docs/plan.md gives the formulas and assumptions.")
-    p.add_argument("--recipe", required=True, metavar="YAML", help="recipe file (inherits through `defaults:`)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. rollout.tensor_parallel=8")
+    add_recipe_args(p)
     p.add_argument("--stage", help="curriculum stage name or index; default: the last (longest) stage")
     p.add_argument("--input-tokens", type=positive_int, help="prompt tokens (>= 1); default: the stage's input cap")
     p.add_argument("--output-tokens", type=positive_int, help="response tokens (>= 1); default: the stage's output cap")
@@ -80,7 +79,8 @@ def _plan(args: argparse.Namespace) -> int:
     from nemo_qwenlong.planning.layout import memory_plan, replicas_text
     from nemo_qwenlong.planning.report import batch_for, layout_for, render_memory, render_times, step_times
 
-    cfg = check_runnable(load_config(args.recipe, args.overrides), args.recipe)  # what `run` refuses
+    recipe, overrides = recipe_args(args)
+    cfg = check_runnable(load_config(recipe, overrides), recipe)  # what `run` refuses
     if cfg.cluster.gpus_per_node == 0:
         raise CommandError(f"{args.recipe}: cluster.gpus_per_node=0 is a CPU recipe; plan sizes GPU layouts "
                            "(use a recipe under conf/qwenlong-l1/ or override cluster.gpus_per_node)")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nemo_qwenlong.cli.common import add_recipe_args, recipe_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "An interrupted run continues from its last complete checkpoint (--resume auto); SIGTERM/SIGUSR1 write a "
         "checkpoint at the next step and exit 0. See docs/run.md.",
     )
-    p.add_argument("recipe", metavar="RECIPE", help="recipe YAML (e.g. conf/tiny-cpu.yaml)")
     p.add_argument("--output", "-o", metavar="DIR", help="run directory (default <runs_dir>/<name>-<timestamp>)")
     p.add_argument("--resume", choices=("auto", "never"), default="auto",
                    help="auto (default): continue the run in --output, skipping finished stages; never: refuse "
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                    help="start N local ranks (torchrun) for TP/DP; default 1")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per step)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. rl.clip_high=0.28")
+    add_recipe_args(p)
     p.set_defaults(handler=_run)
 
 
@@ -53,7 +54,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.nproc_per_node < 1:
         return _fail(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
-    cfg = check_runnable(load_config(args.recipe, args.overrides), args.recipe)  # as config validate, plan, launch
+    recipe, overrides = recipe_args(args)
+    cfg = check_runnable(load_config(recipe, overrides), recipe)  # as config validate, plan, launch
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
         from nemo_qwenlong.loops.checks import RunError, check_supported
 

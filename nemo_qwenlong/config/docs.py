@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import typing
 from typing import Any
 
@@ -13,15 +14,38 @@ from nemo_qwenlong.config.schema import RunConfig
 
 
 def field_table(section: str | None = None) -> str:
-    """One line per field: dotted name, type, default, range, description."""
+    """One line per field: dotted name, type, default, range, description; `section` a dotted section (its
+    fields) or a single field (its line). An unknown name raises KeyError with the closest keys."""
     model: type[BaseModel] = RunConfig
     prefix = ""
-    for part in (section.split(".") if section else []):
-        sub = nested_model(model.model_fields[part].annotation) if part in model.model_fields else None
+    parts = section.split(".") if section else []
+    for i, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        sub = nested_model(info.annotation) if info is not None else None
+        if info is not None and sub is None and i == len(parts) - 1:  # a field, not a section
+            return "".join(_field_line(prefix, part, info))
         if sub is None:
-            raise KeyError(f"no config section {section!r}; sections: {', '.join(_sections(RunConfig))}")
+            raise KeyError(unknown_key_message(str(section)))
         model, prefix = sub, f"{prefix}{part}."
     return "".join(_lines(model, prefix))
+
+
+def dotted_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every section and field as `config fields` names them, e.g. rl, rl.clip_high, curriculum.stages.steps."""
+    keys = []
+    for name, info in model.model_fields.items():
+        keys.append(f"{prefix}{name}")
+        sub = nested_model(info.annotation)
+        if sub is not None:
+            keys += dotted_keys(sub, f"{prefix}{name}.")
+    return keys
+
+
+def unknown_key_message(name: str) -> str:
+    """`no config section or field 'rl.clip_hgh'; did you mean rl.clip_high?`, and the top-level sections."""
+    close = difflib.get_close_matches(name, dotted_keys(), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"no config section or field {name!r}{hint} (sections: {', '.join(_sections(RunConfig))})"
 
 
 def _sections(model: type[BaseModel]) -> list[str]:
@@ -35,7 +59,11 @@ def _lines(model: type[BaseModel], prefix: str) -> typing.Iterator[str]:
             yield f"\n[{prefix}{name}] {info.description or ''}\n"
             yield from _lines(nested, f"{prefix}{name}.")
             continue
-        yield f"{prefix}{name:<28} {_type_name(info.annotation):<34} default={_default(info)!s:<14}{_range(info)}  {info.description or ''}\n"
+        yield from _field_line(prefix, name, info)
+
+
+def _field_line(prefix: str, name: str, info: FieldInfo) -> typing.Iterator[str]:
+    yield f"{prefix}{name:<28} {_type_name(info.annotation):<34} default={_default(info)!s:<14}{_range(info)}  {info.description or ''}\n"
 
 
 def _is_optional(annotation: Any) -> bool:

@@ -66,6 +66,10 @@ def _fmt(v: float | None) -> str:
 def markdown(summary: list[dict[str, Any]], *, model: str) -> str:
     judged = any(s["judged"] for s in summary)
     lines = [f"# Evaluation: {model}", ""]
+    failed = sum(s["judge_failures"] for s in summary)
+    if failed:  # first, above every score: they hold rule parts only for these rows
+        lines += [f"**Judge failures: {failed} of {sum(s['n'] for s in summary)} rows** got no judge verdict (`failure` in "
+                  "scores.jsonl says why): their scores are the rule part alone.", ""]
     if not judged:
         lines += ["**No judge configured:** `qwenlong` and `strict` are their rule parts alone "
                   "(the released protocol's final score is max(rule, judge)).", ""]

@@ -341,8 +341,32 @@ PLANS: dict[str, Callable[[RunConfig, LaunchOptions], LaunchPlan]] = {
 }
 
 
+def site_problems(cfg: RunConfig, kind: str) -> list[str]:
+    """Every site field a Slurm launch of `kind` needs that the recipe, cluster file and overrides leave unset,
+    all at once (the builders and slurm.check_slurm would each stop at the first)."""
+    if cfg.cluster.executor != "slurm":
+        return []
+    c, problems = cfg.cluster, []
+    if not c.job_dir or not c.job_dir.startswith("/"):
+        problems.append(f"cluster.job_dir = {c.job_dir!r}: the absolute login-node folder on the shared filesystem "
+                        "where nemo-run writes scripts and logs, e.g. /lustre/<project>/nemo-qwenlong/jobs")
+    if kind != "judge" and not cfg.runs_dir.startswith("/"):
+        problems.append(f"runs_dir = {cfg.runs_dir!r} is relative: the run directories' parent must be an absolute "
+                        "path inside the container, on a mounted shared filesystem, e.g. /runs")
+    if _judge_launched(cfg, kind) and not c.judge.model_path:
+        problems.append("cluster.judge.model_path is null: the judge's HF folder inside the container (or "
+                        "cluster.judge.launch=false with an external reward.judge.base_url, or reward.judge_when=never)")
+    return problems
+
+
 def build_plan(kind: str, cfg: RunConfig, opts: LaunchOptions) -> LaunchPlan:
     """The plan of `kind` (one of KINDS) for this resolved config."""
+    missing = site_problems(cfg, kind)
+    if missing:
+        raise LaunchError(f"{len(missing)} site field(s) unset for `launch {kind}` on Slurm:\n  - "
+                          + "\n  - ".join(missing) + "\naccepted: set them in a cluster file and pass it as --cluster "
+                          "conf/cluster/<site>.yaml (copy conf/cluster/example-slurm.yaml and fill it in), or as "
+                          "KEY=VALUE overrides")
     return PLANS[kind](cfg, opts)
 
 

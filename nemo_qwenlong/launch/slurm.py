@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,16 @@ class Rendered:
     sbatch: Path | None
     scripts: tuple[Path, ...]
     cluster_folder: str | None  # the same folder on the cluster (Slurm), mounted at /nemo_run
+
+
+def nemo_run() -> Any:
+    """The nemo_run module. Its import chain (nemo_run.core.execution.lepton -> leptonai.photon ->
+    fastapi.middleware.wsgi -> starlette.middleware.wsgi) prints a StarletteDeprecationWarning (a UserWarning,
+    shown by default) on every launch; that one warning is ignored while importing, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"starlette\.middleware\.wsgi is deprecated", category=UserWarning)
+        import nemo_run as run
+    return run
 
 
 def cluster_job_folder(cluster: ClusterConfig, plan: LaunchPlan) -> str:
@@ -78,7 +89,7 @@ def _setup_lines(cluster: ClusterConfig, plan: LaunchPlan) -> str:
 
 
 def _executor(cluster: ClusterConfig, plan: LaunchPlan, tasks: list[Task], first: bool) -> Any:
-    import nemo_run as run
+    run = nemo_run()
 
     task = tasks[0]
     extra: dict[str, Any] = {}
@@ -98,7 +109,7 @@ def _executor(cluster: ClusterConfig, plan: LaunchPlan, tasks: list[Task], first
 
 def _slurm_job(cluster: ClusterConfig, plan: LaunchPlan) -> tuple[Any, Any]:
     """(task or task list, executor or executor list) for `Experiment.add`."""
-    import nemo_run as run
+    run = nemo_run()
 
     check_slurm(cluster, plan)
     scripts = [run.Script(inline=t.script) for t in plan.tasks]
@@ -115,7 +126,7 @@ def _slurm_job(cluster: ClusterConfig, plan: LaunchPlan) -> tuple[Any, Any]:
 
 
 def _local_job(plan: LaunchPlan) -> tuple[Any, Any]:
-    import nemo_run as run
+    run = nemo_run()
 
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # nemo-run runs `python` on PATH
     return run.Script(inline=plan.tasks[0].script), run.LocalExecutor(env_vars={"PATH": path})
@@ -124,7 +135,7 @@ def _local_job(plan: LaunchPlan) -> tuple[Any, Any]:
 def render(cluster: ClusterConfig, plan: LaunchPlan, base: Path, submit: bool) -> Rendered:
     """Write the plan under `base` (nemo-run's experiments folder); with `submit`, also run it: sbatch on
     Slurm (the login node's `sbatch`), the task itself with the local executor."""
-    import nemo_run as run
+    run = nemo_run()
 
     slurm = cluster.executor == "slurm"
     if slurm and submit and shutil.which("sbatch") is None:

@@ -4,6 +4,7 @@ resumable scoring, judge failures counted, and bad input named."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,14 +57,17 @@ def test_score_resumes_and_counts_judge_failures(tmp_path: Path) -> None:
     rows.append({"id": "3", "benchmark": "hotpotqa", "response": None, "answers": ["Paris"], "error": "timeout"})
     responses = _write(tmp_path / "responses.jsonl", rows)
     out = tmp_path / "out"
-    # a judge nobody listens on: every call fails; the released protocol scores such an error 0 (kept),
-    # ours retries and gives no verdict; both are listed as failures
+    # a judge nobody listens on, scored anyway (--judge-failures ok; without it `eval score` refuses to start):
+    # every call fails; the released protocol scores such an error 0 (kept), ours retries and gives no verdict;
+    # both are listed as failures, and counted at the top of the report
     argv = ["eval", "score", "--responses", str(responses), "--output", str(out), "--no-progress",
-            "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m", "--judge-timeout-s", "2"]
+            "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m", "--judge-timeout-s", "2", "--judge-failures", "ok"]
     assert main(argv) == 0
+    assert (out / "report.md").read_text().splitlines()[2].startswith("**Judge failures: 3 of 4 rows** got no judge verdict")
     scored = _jsonl(out / "scores.jsonl")
     assert [s["scores"]["qwenlong"] for s in scored] == [1.0, 0.0, 0.0, 0.0]
-    assert all("released judge: APIConnectionError" in s["failure"] for s in scored[:3])
+    # the SDK's own retries of the refused connection may outlast --judge-timeout-s on a loaded machine
+    assert all(re.search(r"released judge: (APIConnectionError|TimeoutError)", s["failure"]) for s in scored[:3])
     assert scored[3]["failure"] == "generation: timeout" and scored[3]["released_dropped"]
     summary = _jsonl(out / "results.jsonl")[0]
     assert summary["failures"] == 4 and summary["judge_failures"] == 3 and summary["generation_failures"] == 1
@@ -71,7 +75,7 @@ def test_score_resumes_and_counts_judge_failures(tmp_path: Path) -> None:
     # a cut last line (a kill mid-write) is dropped and that row is scored again; finished rows are not
     lines = (out / "scores.jsonl").read_text().splitlines(keepends=True)
     (out / "scores.jsonl").write_text("".join(lines[:2]) + lines[2][:20])
-    assert main(argv[:-6]) == 0  # no judge this time: only the redone rows say so
+    assert main(argv[:-8]) == 0  # no judge this time: only the redone rows say so
     again = _jsonl(out / "scores.jsonl")
     assert [s["id"] for s in again] == ["0", "1", "2", "3"]
     assert "judge" in again[0]["scores"] and "judge" not in again[2]["scores"]

@@ -186,6 +186,11 @@ def resolve_iteration(path: str | Path, step: int | None = None) -> Path:
         return path
     chosen = ckpt.latest_step(path) if step is None else step
     if chosen is None or not (path / ckpt.iter_dirname(chosen) / ckpt.MANIFEST).is_file():
+        steps = ckpt.complete_steps(path) if path.is_dir() else []
+        if steps:  # a step that is not there: say which are
+            raise CheckpointFormatError(f"{path}: no complete checkpoint at step {chosen}; accepted: the "
+                                        f"complete steps here, {', '.join(map(str, steps))} (or no step: the "
+                                        "latest)")
         raise CheckpointFormatError(f"{path}: no complete nemo_qwenlong Megatron checkpoint "
                                     f"(step {chosen}; looked for iter_*/{ckpt.MANIFEST})")
     return path / ckpt.iter_dirname(chosen)
