@@ -77,16 +77,19 @@ def test_refit_after_a_real_optimizer_step(vllm_engine, hf_generator, policy) ->
 def test_refit_holds_at_most_one_bucket_of_fresh_tensors(vllm_engine, policy) -> None:  # noqa: ANN001
     """Gathered tensors (here: fresh clones of every weight) are freed bucket by bucket: at most one bucket
     plus the tensor that closes it is alive at once, measured by `ExtraBytes` (the trainer's own parameters
-    are not counted), and the refit metrics report it."""
+    are not counted), and the refit metrics report it. The shared engine ends with the folder's weights."""
     from nemo_qwenlong.rollout.refit import ExtraBytes, refit_weights
 
     bucket = 256 * 1024
-    sizes = [t.numel() * t.element_size() for _, t in policy.state_dict_for_refit()]
+    sizes = [t.numel() * t.element_size() for t in policy.original.values()]
     extra = ExtraBytes(policy.model.parameters())
-    stats = vllm_engine.load_weights(extra.watch((n, t.clone()) for n, t in policy.state_dict_for_refit()),
-                                     bucket_bytes=bucket)
-    assert stats.buckets > 3 and sum(sizes) > 4 * bucket  # several buckets
-    assert max(sizes) <= extra.peak <= bucket + max(sizes)
-    assert extra.now == 0  # everything streamed was freed
-    metrics = refit_weights(policy, vllm_engine, bucket_bytes=bucket)
-    assert 0 <= metrics["refit_peak_extra_mb"] * 2**20 <= bucket + max(sizes)
+    try:
+        stats = vllm_engine.load_weights(extra.watch((n, t.clone()) for n, t in policy.original.items()),
+                                         bucket_bytes=bucket)
+        assert stats.buckets > 3 and sum(sizes) > 4 * bucket  # several buckets
+        assert max(sizes) <= extra.peak <= bucket + max(sizes)
+        assert extra.now == 0  # everything streamed was freed
+        metrics = refit_weights(policy, vllm_engine, bucket_bytes=bucket)
+        assert 0 <= metrics["refit_peak_extra_mb"] * 2**20 <= bucket + max(sizes)
+    finally:  # leave the shared engine with the model folder's weights (the policy has trained)
+        vllm_engine.load_weights(iter(policy.original.items()), bucket_bytes=2**20)
