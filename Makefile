@@ -13,7 +13,7 @@ run: setup
 	$(BIN)/nemo-qwenlong run conf/tiny-cpu.yaml --output runs/tiny-cpu-$$(date -u +%Y%m%d-%H%M%S)
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 bench: setup
 	$(BIN)/python benchmarks/bench_loss.py
