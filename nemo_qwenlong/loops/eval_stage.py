@@ -11,6 +11,7 @@ from typing import Any
 from nemo_qwenlong.loops import dist
 from nemo_qwenlong.loops.rl_stages import latest_rl
 from nemo_qwenlong.loops.run_dir import mark_done, stage_done
+from nemo_qwenlong.rollout.replicas import replicated
 
 
 def run_eval_stage(run: Any) -> None:
@@ -29,7 +30,7 @@ def run_eval_stage(run: Any) -> None:
         models["sft"] = run.dirs["sft"] / "hf"
     models["rl" if "rl" in cfg.pipeline else "final"] = run.dirs["export"] / "hf"
     run.engine = run.engine or build_engine(cfg, run.files.hf_dir)
-    spread = getattr(run.engine, "replicated", False)
+    spread = replicated(run.engine)
     summaries: dict[str, list[dict[str, Any]]] = {}
     for name, hf_dir in models.items():
         if spread or dist.is_rank0():  # every replica serves the model being evaluated
@@ -52,7 +53,7 @@ def run_eval_stage(run: Any) -> None:
 
 def _leading(engine: Any):  # noqa: ANN202
     """Engine replicas: rank 0 leads (its calls run on every replica); one engine: itself."""
-    return engine.lead() if getattr(engine, "replicated", False) else nullcontext(engine)
+    return engine.lead() if replicated(engine) else nullcontext(engine)
 
 
 def _evaluate(run: Any, engine: Any, name: str, sub: Path, done: dict | None) -> list[dict[str, Any]]:

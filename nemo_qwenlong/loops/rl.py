@@ -35,7 +35,7 @@ from nemo_qwenlong.loops.encode import decode
 from nemo_qwenlong.rewards.hybrid import RewardItem
 from nemo_qwenlong.rollout.generator import SamplingSettings, to_rollout_batch
 from nemo_qwenlong.rollout.refit import EngineTrainerMismatch, check_agreement, refit_and_check, refit_weights
-from nemo_qwenlong.rollout.replicas import merge_agreement
+from nemo_qwenlong.rollout.replicas import merge_agreement, replicated
 
 
 @dataclass
@@ -100,11 +100,6 @@ def sampling(rollout: Any, *, n: int, seed: int, max_tokens: int) -> SamplingSet
     """Training sampling (rollout.temperature/top_p/top_k; greedy at temperature 0)."""
     return _settings(n=n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
                      max_tokens=max_tokens, seed=seed)
-
-
-def replicated(engine: Any) -> bool:
-    """True when every rank holds an engine replica (and so takes part in every generation call)."""
-    return bool(getattr(engine, "replicated", False))
 
 
 def replicas(engine: Any) -> int:

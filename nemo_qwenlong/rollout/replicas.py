@@ -112,6 +112,12 @@ def merge_agreement(per_replica: Sequence[dict[str, float]]) -> dict[str, float]
     return out
 
 
+def replicated(engine: Any) -> bool:
+    """True when every rank holds an engine replica (an `EngineReplicas`), so every rank takes part in
+    every generation call and refits its own share."""
+    return bool(getattr(engine, "replicated", False))
+
+
 class Comm(Protocol):
     def all_gather(self, obj: Any) -> list[Any]: ...
 
