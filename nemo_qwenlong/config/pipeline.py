@@ -160,6 +160,32 @@ def _paper_stages() -> list[StageConfig]:
     ]
 
 
+class TaskBalanceConfig(Section):
+    """Task-balanced sampling (QwenLong-L1.5; docs/data.md "Task-balanced sampling"): each generation batch
+    holds an equal (or weighted) share of every task in the stage's band. Off: the QwenLong-L1 sampler."""
+
+    enabled: bool = field(False, "split each batch evenly among the tasks (off: QwenLong-L1's sampler, unchanged)")
+    key: Literal["kind", "source"] = field(
+        "kind", "what a task is: kind (the reward route: qa, math, choice) or source (data_source without the "
+        "released length-bucket suffix, e.g. docmath, musique, long_toc_choices)"
+    )
+    weights: dict[str, float] = field(
+        {}, "relative weight per task name (a task not named weighs 1); names must be tasks of the data"
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> "TaskBalanceConfig":
+        bad = {t: w for t, w in self.weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"curriculum.task_balance.weights={bad}: a weight must be > 0")
+        kinds = ("qa", "math", "choice")
+        unknown = sorted(t for t in self.weights if t not in kinds)
+        if self.key == "kind" and unknown:
+            raise ValueError(f"curriculum.task_balance.weights names {unknown}: with key=kind the tasks are "
+                             f"{', '.join(kinds)}")
+        return self
+
+
 class CurriculumConfig(Section):
     """Progressive context scaling: ordered stages with increasing input caps (spec §5)."""
 
@@ -170,6 +196,7 @@ class CurriculumConfig(Section):
         True, "a batch never spans two passes over a stage's items: drop each pass's leftover that cannot fill a "
         "batch (the released run: 30 epochs over generation batches of 384 with drop_last); false: a short batch"
     )
+    task_balance: TaskBalanceConfig = section(TaskBalanceConfig, "task-balanced sampling (QwenLong-L1.5; off by default)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CurriculumConfig":
