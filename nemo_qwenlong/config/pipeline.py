@@ -235,6 +235,10 @@ class DataConfig(Section):
     train_path: str | None = field(None, "training set (DocQA-RL-1.6K parquet or JSONL)")
     val_path: str | None = field(None, "validation set, same layouts")
     format: Literal["docqa_parquet", "jsonl"] = field("docqa_parquet", "file layout")
+    prompt_template: Literal["qwenlong-l1", "qwenlong-l1.5"] = field(
+        "qwenlong-l1", "template of the prompts this project builds (jsonl rows, the tiny task); DocQA parquet rows "
+        "keep theirs. The L1.5 README's template is the L1 one character for character (docs/data.md)"
+    )
     skip_invalid: bool = field(False, "skip bad rows and report the count (default: fail with every bad row)")
     synthetic: SyntheticDataConfig = section(SyntheticDataConfig, "generated data (tiny CPU default)")
 

@@ -43,6 +43,7 @@ class TinyTaskSpec:
     facts: int
     min_filler: int
     max_filler: int
+    template: str = "qwenlong-l1"  # data.prompt_template
 
 
 def is_heldout_pair(person: str, city: str) -> bool:
@@ -69,7 +70,7 @@ def tiny_item(seed: int, index: int, spec: TinyTaskSpec, split: Split, band: str
     for person, city in pairs:
         sentences.insert(rng.randrange(len(sentences) + 1), fact(person, city))
     person, city = pairs[0]
-    prompt = build_prompt(" ".join(sentences), f"In which city was {person} born?")
+    prompt = build_prompt(" ".join(sentences), f"In which city was {person} born?", template=spec.template)
     return DocQAItem(f"tiny_{split}_{band}_{seed}_{index:05d}", "tiny_qa_0_20000",
                      ({"role": "user", "content": prompt},), f"In which city was {person} born?",
                      f"Therefore, the answer is {city}.", (city,))
