@@ -227,6 +227,10 @@ class SyntheticDataConfig(Section):
     sft_items: int = field(2000, "SFT warm-up items (correct answers in the released format)", ge=1)
     facts: list[int] = field([2, 3], "facts per document in each stage (the rest are distractors)")
     filler: list[list[int]] = field([[1, 3], [6, 12]], "filler sentences [min, max] per document in each stage")
+    choice_every: int = field(
+        0, "tiny: every k-th training/validation/SFT item asks the question as multiple choice, a second task for "
+        "curriculum.task_balance (0: QA only, the default task; held-out items stay QA)", ge=0
+    )
 
 
 class DataConfig(Section):

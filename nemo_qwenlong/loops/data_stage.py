@@ -44,11 +44,15 @@ def generate_tiny(cfg: Any, out: Path) -> dict[str, str]:
     train, val, heldout, sft = [], [], [], []
     for k, stage in enumerate(cfg.curriculum.stages):
         spec = TinyTaskSpec(syn.facts[k], *syn.filler[k], template=cfg.data.prompt_template)
-        train += tiny_items(syn.train_per_stage, seed=cfg.seed, spec=spec, split="train", band=stage.name)
-        val += tiny_items(syn.val_per_stage, seed=cfg.seed + 10_000, spec=spec, split="heldout", band=stage.name)
+        every = syn.choice_every
+        train += tiny_items(syn.train_per_stage, seed=cfg.seed, spec=spec, split="train", band=stage.name,
+                            choice_every=every)
+        val += tiny_items(syn.val_per_stage, seed=cfg.seed + 10_000, spec=spec, split="heldout", band=stage.name,
+                          choice_every=every)
         heldout += tiny_items(syn.heldout_per_stage, seed=cfg.seed, spec=spec, split="heldout", band=stage.name)
         per_stage = syn.sft_items // len(cfg.curriculum.stages)
-        sft += tiny_items(per_stage, seed=cfg.seed + 20_000, spec=spec, split="train", band=stage.name)
+        sft += tiny_items(per_stage, seed=cfg.seed + 20_000, spec=spec, split="train", band=stage.name,
+                          choice_every=every)
     paths = {"train": out / "train.parquet", "val": out / "val.parquet", "heldout": out / "heldout.parquet",
              "sft": out / "sft.jsonl"}
     for role, items in (("train", train), ("val", val), ("heldout", heldout)):

@@ -160,10 +160,10 @@ def run_rl_stages(run: Any) -> None:
         first = int(loop.get("stage_start", sum(steps[:k]))) if k == int(loop["stage_index"]) else step
         last = first + steps[k]
         env.sampler.set_stage(k)
+        tasks = env.sampler.task_summary()  # '' unless curriculum.task_balance
         run.console.line(f"rl stage {stage.name}: steps {first + 1}-{last}{' at most' if stage.epochs else ''}, prompts in "
                           f"({stage.min_input_tokens}, {stage.max_input_tokens}] tokens, {len(env.sampler.pools[k])} "
-                          f"items, retrospective share {stage.retrospective.share}"
-                          + (f"; {env.sampler.task_summary()}" if env.sampler.task_summary() else ""))
+                          f"items, retrospective share {stage.retrospective.share}{'; ' + tasks if tasks else ''}")
         while step < last and not env.sampler.exhausted():
             if budget is not None and step >= budget:
                 run.rl_done_step = step
