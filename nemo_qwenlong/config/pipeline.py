@@ -160,6 +160,32 @@ def _paper_stages() -> list[StageConfig]:
     ]
 
 
+class TaskBalanceConfig(Section):
+    """Task-balanced sampling (QwenLong-L1.5; docs/data.md "Task-balanced sampling"): each generation batch
+    holds an equal (or weighted) share of every task in the stage's band. Off: the QwenLong-L1 sampler."""
+
+    enabled: bool = field(False, "split each batch evenly among the tasks (off: QwenLong-L1's sampler, unchanged)")
+    key: Literal["kind", "source"] = field(
+        "kind", "what a task is: kind (the reward route: qa, math, choice) or source (data_source without the "
+        "released length-bucket suffix, e.g. docmath, musique, long_toc_choices)"
+    )
+    weights: dict[str, float] = field(
+        {}, "relative weight per task name (a task not named weighs 1); names must be tasks of the data"
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> "TaskBalanceConfig":
+        bad = {t: w for t, w in self.weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"curriculum.task_balance.weights={bad}: a weight must be > 0")
+        kinds = ("qa", "math", "choice")
+        unknown = sorted(t for t in self.weights if t not in kinds)
+        if self.key == "kind" and unknown:
+            raise ValueError(f"curriculum.task_balance.weights names {unknown}: with key=kind the tasks are "
+                             f"{', '.join(kinds)}")
+        return self
+
+
 class CurriculumConfig(Section):
     """Progressive context scaling: ordered stages with increasing input caps (spec §5)."""
 
@@ -170,6 +196,7 @@ class CurriculumConfig(Section):
         True, "a batch never spans two passes over a stage's items: drop each pass's leftover that cannot fill a "
         "batch (the released run: 30 epochs over generation batches of 384 with drop_last); false: a short batch"
     )
+    task_balance: TaskBalanceConfig = section(TaskBalanceConfig, "task-balanced sampling (QwenLong-L1.5; off by default)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CurriculumConfig":
@@ -200,6 +227,10 @@ class SyntheticDataConfig(Section):
     sft_items: int = field(2000, "SFT warm-up items (correct answers in the released format)", ge=1)
     facts: list[int] = field([2, 3], "facts per document in each stage (the rest are distractors)")
     filler: list[list[int]] = field([[1, 3], [6, 12]], "filler sentences [min, max] per document in each stage")
+    choice_every: int = field(
+        0, "tiny: every k-th training/validation/SFT item asks the question as multiple choice, a second task for "
+        "curriculum.task_balance (0: QA only, the default task; held-out items stay QA)", ge=0
+    )
 
 
 class DataConfig(Section):
@@ -208,6 +239,10 @@ class DataConfig(Section):
     train_path: str | None = field(None, "training set (DocQA-RL-1.6K parquet or JSONL)")
     val_path: str | None = field(None, "validation set, same layouts")
     format: Literal["docqa_parquet", "jsonl"] = field("docqa_parquet", "file layout")
+    prompt_template: Literal["qwenlong-l1", "qwenlong-l1.5"] = field(
+        "qwenlong-l1", "template of the prompts this project builds (jsonl rows, the tiny task); DocQA parquet rows "
+        "keep theirs. The L1.5 README's template is the L1 one character for character (docs/data.md)"
+    )
     skip_invalid: bool = field(False, "skip bad rows and report the count (default: fail with every bad row)")
     synthetic: SyntheticDataConfig = section(SyntheticDataConfig, "generated data (tiny CPU default)")
 

@@ -27,6 +27,13 @@ state (stage, batch index, cursor, ledger) is small, so a run resumed mid-stage 
 batches an uninterrupted run would. `set_stage` to the current stage keeps the cursors, so a loop
 may call it after `load_state_dict`. The state carries fingerprints of the item pools (ids in
 order) and of the stages (names, bands); loading refuses a run whose pools or stages differ.
+
+Task-balanced (`tasks` given: `curriculum.task_balance`, `curriculum.balance`): the own-band *count* of
+each batch, the passes and `exhausted()` are exactly as above, but the items filling those slots come
+from per-task streams in balanced shares (`balance.apportion`, the batch's retrospective items counted
+towards their task), shuffled together. A task too small for its share of a batch is refused when the
+sampler is built (`balance.balance_problems`). The state adds the task cursors and a fingerprint of the
+item-task map and weights. Without `tasks` nothing of this runs: the sampler is the one above.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nemo_qwenlong.config.pipeline import RetrospectiveConfig, StageConfig
+from nemo_qwenlong.curriculum import balance
 from nemo_qwenlong.curriculum.ledger import DifficultyLedger, eligible, rule_difficulty
 from nemo_qwenlong.curriculum.stages import pass_items, retro_quota
 
@@ -102,7 +110,11 @@ class RetrospectiveSampler:
         seed: int,
         drop_last: bool,
         ledger: DifficultyLedger | None = None,
+        tasks: Mapping[str, str] | None = None,
+        task_weights: Mapping[str, float] | None = None,
     ) -> None:
+        """`tasks` (item id -> task, for every pool item) turns on task-balanced sampling with
+        `task_weights` (relative; a task not named weighs 1); None keeps the plain sampler."""
         if len(pools) != len(stages):
             raise ValueError(f"got {len(pools)} item pools for {len(stages)} curriculum stages")
         if batch_size < 1:
@@ -120,6 +132,16 @@ class RetrospectiveSampler:
         self.own_cursor = 0
         self._perms: dict[tuple[int, int], list[str]] = {}
         self._last = _RetroStats()
+        self.tasks = dict(tasks) if tasks is not None else None
+        self.task_weights = dict(task_weights or {})
+        self._streams: balance.TaskStreams | None = None
+        self._last_tasks: dict[str, int] = {}
+        if self.tasks is not None:
+            problems = balance.balance_problems(self.pools, [s.name for s in self.stages], self.tasks,
+                                                self.task_weights, batch_size)
+            if problems:
+                raise ValueError("task-balanced sampling: " + "; ".join(problems))
+            self._start_streams()
 
     # --- schedule ---------------------------------------------------------------------------------
     def set_stage(self, index: int) -> None:
@@ -130,6 +152,7 @@ class RetrospectiveSampler:
         if index == self.stage_index:
             return
         self.stage_index, self.batch_in_stage, self.own_cursor = index, 0, 0
+        self._start_streams()
 
     @property
     def stage(self) -> StageConfig:
@@ -149,7 +172,7 @@ class RetrospectiveSampler:
             raise ValueError(f"curriculum stage '{stage.name}' has handed out every batch of its {stage.epochs} "
                              f"epoch(s) over {len(self.pools[k])} items; check exhausted() before next_batch()")
         start, count = span
-        own = [self._own_at(k, start + j) for j in range(count)]
+        own = self._own_items(k, start, count, retro)
         self.own_cursor = start + count
         batch = SampledBatch(stage.name, k, self.batch_in_stage, own, retro)
         self.batch_in_stage += 1
@@ -175,6 +198,39 @@ class RetrospectiveSampler:
                 return p * size + offset, min(left, want)
             p, offset = p + 1, 0
         return None
+
+    def _own_items(self, k: int, start: int, count: int, retro: Sequence[str]) -> list[str]:
+        if self._streams is None:
+            return [self._own_at(k, start + j) for j in range(count)]
+        weights = balance.stage_weights(self._streams.items, self.task_weights)
+        held: dict[str, int] = {}
+        for item in retro:
+            held[self.tasks[item]] = held.get(self.tasks[item], 0) + 1
+        shares = balance.apportion(count, weights, held)
+        own = [item for t in sorted(shares) for item in self._streams.take(t, shares[t])]
+        random.Random(f"{self.seed}-mix-{k}-{self.batch_in_stage}").shuffle(own)
+        self._last_tasks = {t: shares[t] + held.get(t, 0) for t in sorted(set(shares) | set(held))}
+        return own
+
+    def _start_streams(self, cursors: Mapping[str, int] | None = None) -> None:
+        if self.tasks is None:
+            return
+        k = self.stage_index
+        self._streams = balance.TaskStreams(balance.stage_tasks(self.pools[k], self.tasks), seed=self.seed, stage=k)
+        if cursors is not None:
+            if set(cursors) != set(self._streams.cursors):
+                raise ValueError(f"sampler checkpoint has task cursors for {sorted(cursors)}, this stage has the tasks "
+                                 f"{sorted(self._streams.cursors)}")
+            self._streams.cursors = {t: int(c) for t, c in cursors.items()}
+
+    def task_summary(self) -> str:
+        """The current stage's tasks, items and largest share of a batch (the stage-start line); '' when off."""
+        if self._streams is None:
+            return ""
+        weights = balance.stage_weights(self._streams.items, self.task_weights)
+        need = balance.task_needs(weights, self.batch_size)
+        return "tasks " + ", ".join(f"{t} {len(self._streams.items[t])} items (up to {need[t]} a batch)"
+                                    for t in sorted(need))
 
     def _own_at(self, k: int, position: int) -> str:
         pool = self.pools[k]
@@ -225,7 +281,13 @@ class RetrospectiveSampler:
             "sampler/retro_mean_difficulty": self._last.mean_difficulty,
             "sampler/retro_never_solved": float(self._last.never_solved),
             "ledger/items": float(len(self.ledger)),
-        }
+        } | self._task_metrics()
+
+    def _task_metrics(self) -> dict[str, float]:
+        if self._streams is None:
+            return {}
+        out = {f"sampler/task_items/{t}": float(n) for t, n in self._last_tasks.items()}
+        return out | {f"sampler/task_passes/{t}": self._streams.passes(t) for t in sorted(self._streams.items)}
 
     # --- checkpoint -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -233,7 +295,13 @@ class RetrospectiveSampler:
                 "stage_index": self.stage_index, "batch_in_stage": self.batch_in_stage,
                 "own_cursor": self.own_cursor, "ledger": self.ledger.state_dict(),
                 "pools": [pool_fingerprint(p) for p in self.pools],
-                "stages": [stage_fingerprint(s) for s in self.stages]}
+                "stages": [stage_fingerprint(s) for s in self.stages]} | self._task_state()
+
+    def _task_state(self) -> dict:
+        if self._streams is None:
+            return {}
+        return {"task_balance": {"fingerprint": task_fingerprint(self.tasks, self.task_weights),
+                                 "cursors": dict(self._streams.cursors)}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint of this run: same seed, batch size, pools and stages, else ValueError
@@ -255,6 +323,18 @@ class RetrospectiveSampler:
         self.own_cursor = int(state["own_cursor"])
         self.ledger.load_state_dict(state["ledger"])
         self._perms = {}
+        self._load_task_state(state.get("task_balance"))
+
+    def _load_task_state(self, saved: dict | None) -> None:
+        if (saved is None) != (self.tasks is None):
+            raise ValueError(f"sampler checkpoint was {'not ' if saved is None else ''}task-balanced, this run "
+                             f"{'is' if saved is None else 'is not'} (curriculum.task_balance.enabled)")
+        if saved is None:
+            return
+        if saved["fingerprint"] != task_fingerprint(self.tasks, self.task_weights):
+            raise ValueError("sampler checkpoint's item tasks or task weights differ from this run's "
+                             "(curriculum.task_balance.key / weights, or the data changed)")
+        self._start_streams(saved["cursors"])
 
     def _check_fingerprints(self, state: dict) -> None:
         """ValueError naming every stage (name, band) or item pool that differs from the checkpoint's."""
@@ -270,6 +350,12 @@ class RetrospectiveSampler:
 def _rewards_needed(stages: Sequence[StageConfig]) -> int:
     """Recent rewards the ledger must hold per item: the largest window any stage reads."""
     return max((s.retrospective.recent_window or 0 for s in stages), default=0)
+
+
+def task_fingerprint(tasks: Mapping[str, str], weights: Mapping[str, float]) -> str:
+    """sha256 of the item -> task map and the weights (a resumed balanced run must split batches alike)."""
+    payload = json.dumps([sorted(tasks.items()), sorted(weights.items())])
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def pool_fingerprint(pool: Sequence[str]) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,7 +184,7 @@ def _gold_sentence(kind: str, answer: str) -> str:
     return f"Therefore, the answer is {answer.strip()}."
 
 
-def _jsonl_row(row: dict[str, Any], i: int, path: str) -> DocQAItem:
+def _jsonl_row(row: dict[str, Any], i: int, path: str, template: str = "qwenlong-l1") -> DocQAItem:
     document, question = _text(row, "document"), _text(row, "question")
     kind = row.get("type", "qa")
     if kind not in _JSONL_SOURCES:
@@ -194,7 +195,7 @@ def _jsonl_row(row: dict[str, Any], i: int, path: str) -> DocQAItem:
         raise _Bad("answers", "expected a non-empty string or list of non-empty strings")
     if kind == "choice" and answers[0].strip().strip("()").upper() not in ("A", "B", "C", "D"):
         raise _Bad("answers", f"a choice answer must be a letter A-D, got {answers[0]!r}")
-    prompt = build_prompt(document, question, choice=kind == "choice")
+    prompt = build_prompt(document, question, choice=kind == "choice", template=template)
     item_id = str(row.get("id", f"jsonl_{i:06d}"))
     return DocQAItem(item_id, _JSONL_SOURCES[kind], ({"role": "user", "content": prompt},), question.strip(),
                      _gold_sentence(kind, answers[0]), tuple(a.strip() for a in answers))
@@ -219,9 +220,11 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def load_jsonl(path: str | Path, *, skip_invalid: bool = False) -> tuple[list[DocQAItem], LoadReport]:
-    """Plain JSONL rows; row numbers in errors are the file's line numbers (1-based)."""
-    return _validated(_read_jsonl(Path(path)), str(path), _jsonl_row, skip_invalid)
+def load_jsonl(path: str | Path, *, skip_invalid: bool = False,
+               template: str = "qwenlong-l1") -> tuple[list[DocQAItem], LoadReport]:
+    """Plain JSONL rows, prompts built in the named template (`data.prompt.TEMPLATES`); row numbers in
+    errors are the file's line numbers (1-based)."""
+    return _validated(_read_jsonl(Path(path)), str(path), partial(_jsonl_row, template=template), skip_invalid)
 
 
 # --- evaluation layouts (via the `datasets` library, local files only) ----------------------------
@@ -284,7 +287,10 @@ def load_eval(
     return _validated(enumerate(dict(r) for r in rows), str(path), parse, skip_invalid)
 
 
-def load_items(path: str | Path, fmt: Literal["docqa_parquet", "jsonl"], *, skip_invalid: bool = False):
-    """The training/validation loader selected by `data.format`."""
-    loader = load_docqa_parquet if fmt == "docqa_parquet" else load_jsonl
-    return loader(path, skip_invalid=skip_invalid)
+def load_items(path: str | Path, fmt: Literal["docqa_parquet", "jsonl"], *, skip_invalid: bool = False,
+               template: str = "qwenlong-l1"):
+    """The training/validation loader selected by `data.format`. `template` (`data.prompt_template`) builds
+    the jsonl prompts; DocQA parquet rows carry their prompt already and are read as they are."""
+    if fmt == "docqa_parquet":
+        return load_docqa_parquet(path, skip_invalid=skip_invalid)
+    return load_jsonl(path, skip_invalid=skip_invalid, template=template)

@@ -4,6 +4,11 @@ The template is the released one, character for character. The document and ques
 `.strip()`-ed. Multiple-choice items ask for "The correct answer is (insert answer here)"; the
 released multiple-choice prompt is not public (spec §11.8), so this format line is our choice,
 matching the answer extractor.
+
+Templates by name (`data.prompt_template`): `qwenlong-l1` and `qwenlong-l1.5`. The QwenLong-L1.5 README's
+quick-start template (Tongyi-Zhiwen/Qwen-Doc, QwenLong-L1.5/README.md) is the QwenLong-L1 one character
+for character (same `<text>` markers, blank lines and format line; its system prompt is commented out),
+so both names give the same text; the name is kept so a run says which recipe it follows.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ QA_FORMAT = 'Format your response as follows: "Therefore, the answer is (insert 
 CHOICE_FORMAT = 'Format your response as follows: "The correct answer is (insert answer here)".'
 FORMAT_LINE_START = "Format your response as follows:"  # both format lines begin so
 TEMPLATE = "Please read the following text and answer the question below.\n\n<text>\n{document}\n</text>\n\n{question}\n\n{format}"
+TEMPLATES = {"qwenlong-l1": TEMPLATE, "qwenlong-l1.5": TEMPLATE}  # identical: see the module docstring
 
 
-def build_prompt(document: str, question: str, *, choice: bool = False) -> str:
-    """The user message for one item (no system prompt)."""
-    return TEMPLATE.format(document=document.strip(), question=question.strip(),
-                           format=CHOICE_FORMAT if choice else QA_FORMAT)
+def build_prompt(document: str, question: str, *, choice: bool = False, template: str = "qwenlong-l1") -> str:
+    """The user message for one item (no system prompt), in the named template (`TEMPLATES`)."""
+    if template not in TEMPLATES:
+        raise ValueError(f"data.prompt_template={template!r} is not one of {', '.join(TEMPLATES)}")
+    return TEMPLATES[template].format(document=document.strip(), question=question.strip(),
+                                      format=CHOICE_FORMAT if choice else QA_FORMAT)
 
 
 def document_from_prompt(prompt: str) -> str | None:

@@ -43,12 +43,16 @@ def generate_tiny(cfg: Any, out: Path) -> dict[str, str]:
     syn = cfg.data.synthetic
     train, val, heldout, sft = [], [], [], []
     for k, stage in enumerate(cfg.curriculum.stages):
-        spec = TinyTaskSpec(syn.facts[k], *syn.filler[k])
-        train += tiny_items(syn.train_per_stage, seed=cfg.seed, spec=spec, split="train", band=stage.name)
-        val += tiny_items(syn.val_per_stage, seed=cfg.seed + 10_000, spec=spec, split="heldout", band=stage.name)
+        spec = TinyTaskSpec(syn.facts[k], *syn.filler[k], template=cfg.data.prompt_template)
+        every = syn.choice_every
+        train += tiny_items(syn.train_per_stage, seed=cfg.seed, spec=spec, split="train", band=stage.name,
+                            choice_every=every)
+        val += tiny_items(syn.val_per_stage, seed=cfg.seed + 10_000, spec=spec, split="heldout", band=stage.name,
+                          choice_every=every)
         heldout += tiny_items(syn.heldout_per_stage, seed=cfg.seed, spec=spec, split="heldout", band=stage.name)
         per_stage = syn.sft_items // len(cfg.curriculum.stages)
-        sft += tiny_items(per_stage, seed=cfg.seed + 20_000, spec=spec, split="train", band=stage.name)
+        sft += tiny_items(per_stage, seed=cfg.seed + 20_000, spec=spec, split="train", band=stage.name,
+                          choice_every=every)
     paths = {"train": out / "train.parquet", "val": out / "val.parquet", "heldout": out / "heldout.parquet",
              "sft": out / "sft.jsonl"}
     for role, items in (("train", train), ("val", val), ("heldout", heldout)):
@@ -57,10 +61,10 @@ def generate_tiny(cfg: Any, out: Path) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def _load(path: str | None, fmt: str, skip_invalid: bool) -> list[DocQAItem]:
+def _load(path: str | None, fmt: str, skip_invalid: bool, template: str) -> list[DocQAItem]:
     if not path:
         return []
-    items, _ = load_items(path, fmt, skip_invalid=skip_invalid)  # type: ignore[arg-type]
+    items, _ = load_items(path, fmt, skip_invalid=skip_invalid, template=template)  # type: ignore[arg-type]
     return items
 
 
@@ -74,9 +78,9 @@ def prepare(cfg: Any, stage_dir: Path) -> PreparedData:
         files = {"train": cfg.data.train_path, "val": cfg.data.val_path,
                  "heldout": cfg.evaluation.heldout_path or cfg.data.val_path, "sft": cfg.sft.train_path}
         fmt = cfg.data.format
-    train = _load(files["train"], fmt, cfg.data.skip_invalid)
-    val = _load(files["val"], fmt, cfg.data.skip_invalid)
-    heldout = _load(files["heldout"], fmt, cfg.data.skip_invalid)
+    # the items' messages (so the data fingerprint and the cached prompt lengths) follow data.prompt_template
+    train, val, heldout = (_load(files[role], fmt, cfg.data.skip_invalid, cfg.data.prompt_template)
+                           for role in ("train", "val", "heldout"))
     info = {"files": files, "counts": {"train": len(train), "val": len(val), "heldout": len(heldout)},
             "fingerprint": {"train": fingerprint(train), "val": fingerprint(val), "heldout": fingerprint(heldout)}}
     return PreparedData(train, val, heldout, files.get("sft"), info)

@@ -40,7 +40,33 @@ def stage_lengths(run: Any) -> tuple[list[list[str]], list[int]]:
         if n == 0:
             raise RunError(f"curriculum stage '{s.name}': {len(pool)} items make 0 steps of "
                            f"rl.gen_batch_size={run.cfg.rl.gen_batch_size} with drop_last")
+    check_task_balance(run, pools)
     return pools, steps
+
+
+def item_tasks(run: Any) -> dict[str, str] | None:
+    """item id -> task for task-balanced sampling (`curriculum.task_balance`); None when it is off."""
+    from nemo_qwenlong.curriculum.balance import task_of
+
+    tb = run.cfg.curriculum.task_balance
+    if not tb.enabled:
+        return None
+    return {it.item_id: task_of(it.data_source, tb.key) for it in run.data.train}
+
+
+def check_task_balance(run: Any, pools: list[list[str]]) -> None:
+    """Before any model is built: every task of every stage can fill its share of a batch, weights name real
+    tasks (RunError naming each task, its items and its need; never padded from other tasks)."""
+    from nemo_qwenlong.curriculum.balance import balance_problems
+
+    tasks = item_tasks(run)
+    if tasks is None:
+        return
+    problems = balance_problems(pools, [s.name for s in run.cfg.curriculum.stages], tasks,
+                                run.cfg.curriculum.task_balance.weights, run.cfg.rl.gen_batch_size)
+    if problems:
+        raise RunError("curriculum.task_balance: " + "; ".join(problems) +
+                       " (add items, lower rl.gen_batch_size or the task's weight, or turn task_balance off)")
 
 
 def encode_items(run: Any) -> None:
@@ -78,7 +104,8 @@ def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
     cfg = run.cfg
     run.policy = build_policy(cfg, run.files, phase="rl", phase_steps=total_steps)
     sampler = RetrospectiveSampler(pools, cfg.curriculum.stages, batch_size=cfg.rl.gen_batch_size, seed=cfg.seed,
-                                   drop_last=cfg.curriculum.drop_last)
+                                   drop_last=cfg.curriculum.drop_last, tasks=item_tasks(run),
+                                   task_weights=cfg.curriculum.task_balance.weights)
     # before any RNG restore: building a vLLM engine reseeds the process's global generators (its
     # workers call set_random_seed), which would overwrite a resumed run's saved RNG state
     run.engine = run.engine or build_engine(cfg, run.files.hf_dir)
@@ -133,9 +160,10 @@ def run_rl_stages(run: Any) -> None:
         first = int(loop.get("stage_start", sum(steps[:k]))) if k == int(loop["stage_index"]) else step
         last = first + steps[k]
         env.sampler.set_stage(k)
+        tasks = env.sampler.task_summary()  # '' unless curriculum.task_balance
         run.console.line(f"rl stage {stage.name}: steps {first + 1}-{last}{' at most' if stage.epochs else ''}, prompts in "
                           f"({stage.min_input_tokens}, {stage.max_input_tokens}] tokens, {len(env.sampler.pools[k])} "
-                          f"items, retrospective share {stage.retrospective.share}")
+                          f"items, retrospective share {stage.retrospective.share}{'; ' + tasks if tasks else ''}")
         while step < last and not env.sampler.exhausted():
             if budget is not None and step >= budget:
                 run.rl_done_step = step

@@ -29,6 +29,30 @@ def test_template_text_exact() -> None:
     assert build_prompt("d", "q", choice=True).endswith('"The correct answer is (insert answer here)".')
 
 
+# The quick-start template of Tongyi-Zhiwen/Qwen-Doc QwenLong-L1.5/README.md (commit 12489b07), as written there;
+# the README fills it with template.replace('$DOC$', context.strip()).replace('$Q$', question.strip()).
+L15_README_TEMPLATE = """Please read the following text and answer the question below.
+
+<text>
+$DOC$
+</text>
+
+$Q$
+
+Format your response as follows: "Therefore, the answer is (insert answer here)"."""
+
+
+def test_l15_template_is_the_readme_text_and_the_l1_one() -> None:
+    document, question = "  Para one.\nPara two.\n", "\nHow many paras?  "
+    readme = L15_README_TEMPLATE.replace("$DOC$", document.strip()).replace("$Q$", question.strip())
+    assert build_prompt(document, question, template="qwenlong-l1.5") == readme
+    assert build_prompt(document, question, template="qwenlong-l1") == readme  # no difference, char for char
+    # the judge's question cut (first </text> .. the format line) still finds the question
+    assert question_from_prompt(readme) == "How many paras?"
+    with pytest.raises(ValueError, match=r"data.prompt_template='l2' is not one of qwenlong-l1, qwenlong-l1.5"):
+        build_prompt("d", "q", template="l2")
+
+
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory):
     from nemo_qwenlong.backends.hf.tiny import build_tiny_tokenizer

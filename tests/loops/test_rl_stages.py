@@ -33,3 +33,15 @@ def test_a_band_smaller_than_a_generation_batch_is_refused_before_any_step() -> 
     assert [len(p) for p in pools] == [40, 14] and steps == [60, 60]
     pools, steps = stage_lengths(_run(40, 16))
     assert [len(p) for p in pools] == [40, 16]
+
+
+def test_task_balance_names_a_too_small_task_before_any_step() -> None:
+    # 40 + 20 items, every 4th one multiple choice: stage 2 has 5 choice items, a batch of 16 asks 8 of each
+    # of the two tasks (choice, qa)
+    run = _run(40, 20, "curriculum.task_balance.enabled=true")
+    run.data.train = [SimpleNamespace(item_id=it.item_id, data_source="long_toc_choices_0_20000" if i % 4 == 0
+                                      else "musique_0_20000") for i, it in enumerate(run.data.train)]
+    with pytest.raises(RunError, match=r"stage 'stage2-long': task 'choice' has 5 items, fewer than the 8"):
+        stage_lengths(run)
+    run.cfg.curriculum.task_balance.enabled = False
+    assert [len(p) for p in stage_lengths(run)[0]] == [40, 20]
