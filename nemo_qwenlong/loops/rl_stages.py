@@ -69,6 +69,7 @@ def latest_rl(run: Any) -> tuple[Path | None, int]:
 
 
 def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
+    from nemo_qwenlong.algorithms.aepo import AepoState
     from nemo_qwenlong.backends.megatron import checkpoint as ckpt
     from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
     from nemo_qwenlong.loops.backend import build_engine, build_policy, load_weights
@@ -99,7 +100,9 @@ def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
     reward = build_reward(cfg.reward, run_dir=str(run.run_dir)) if dist.is_rank0() else None
     dp_rank, dp_size = run.dp()
     env = RLEnv(cfg, run.policy, run.engine, reward, run.tokenizer, run.items, run.prompts, sampler,
-                dp_rank, dp_size, run.console.progress)
+                dp_rank, dp_size, run.console.progress, aepo=AepoState() if cfg.rl.aepo.enable else None)
+    if env.aepo is not None and "aepo" in loop:  # a resumed run continues AEPO's state exactly
+        env.aepo.load_state_dict(loop["aepo"])
     run.policy.prepare_for_generation()
     refit(env, None)  # the engine starts from the policy's weights, whatever hf_init held
     return env, loop
@@ -151,7 +154,8 @@ def run_rl_stages(run: Any) -> None:
             end = step == last or env.sampler.exhausted() or (budget is not None and step >= budget)
             if stop or end or step % run.cfg.checkpoint.save_every_steps == 0:
                 run.save(run.checkpoints[name], step, {"phase": "rl", "step": step, "stage_index": k,
-                                                           "stage_start": first, "sampler": env.sampler.state_dict()})
+                                                           "stage_start": first, "sampler": env.sampler.state_dict()}
+                         | ({} if env.aepo is None else {"aepo": env.aepo.state_dict()}))
             if stop:
                 raise Preempted(f"RL step {step}")
         if dist.is_rank0():
