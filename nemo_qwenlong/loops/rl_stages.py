@@ -10,6 +10,7 @@ config, the run directory, the data, the policy and the engine.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,11 @@ def show_rl(run: Any, row: dict[str, Any], last: int) -> None:
     if row["step"] % run.cfg.logging.log_every_steps and row["step"] != last:
         return
     val = f"  val acc {row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
-    reward = ("no mixed group (update skipped)" if row.get("update_skipped") else
-              f"reward {row['reward_mean']:+.3f}  loss {row['loss']:+.4f}")
+    # a batch was collected (a real reward mean) but AEPO kept none of its samples
+    mean = row["reward_mean"]
+    aepo_empty = row.get("aepo/masking") and isinstance(mean, float) and not math.isnan(mean)
+    reward = (("AEPO kept no sample" if aepo_empty else "no mixed group") + " (update skipped)"
+              if row.get("update_skipped") else f"reward {row['reward_mean']:+.3f}  loss {row['loss']:+.4f}")
     agree = f"|Δlogp| {row['logprob_abs_diff_max']:.1e}  " if "logprob_abs_diff_max" in row else ""
     run.console.line(
         f"rl step {row['step']}/{last} [{row['stage']}]: {reward}  acc {row['accuracy']:.3f}  "
