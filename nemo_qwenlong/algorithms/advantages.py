@@ -5,7 +5,7 @@ Rewards are `[N]`, laid out as N/G contiguous groups of G responses to the same 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -34,6 +34,33 @@ def grpo_advantages(rewards: Tensor, group_size: int, *, eps: float = 1e-6, std_
     centered = r - mean
     adv = centered / (std + eps) if std_normalize else centered
     return adv.reshape(-1)
+
+
+def task_stds(rewards: Tensor, tasks: Sequence[str]) -> dict[str, float]:
+    """Unbiased std of the rewards of each task's rows (QwenLong-L1.5 task-specific advantage);
+    0 for a task with a single row, as the released snippet. `rewards` [N], `tasks` one label per row."""
+    if len(tasks) != rewards.numel():
+        raise ValueError(f"tasks has {len(tasks)} labels for {rewards.numel()} rewards (one per row)")
+    r = rewards.detach().float()
+    out = {}
+    for task in dict.fromkeys(tasks):
+        rows = torch.tensor([i for i, t in enumerate(tasks) if t == task])
+        out[task] = float(r[rows].std(unbiased=True)) if rows.numel() > 1 else 0.0
+    return out
+
+
+def task_std_advantages(rewards: Tensor, group_size: int, tasks: Sequence[str], *, eps: float = 1e-6,
+                        std_normalize: bool = True) -> Tensor:
+    """Â_i = (R_i − mean_g R) / (std_task(i) R + eps): the group mean, but the std of every row of the same
+    task in the batch (`task_stds`; a one-row task divides by eps alone, as the released snippet).
+    A group of size 1 uses mean 0. `std_normalize=False` gives the mean-only variant. Returns float32 `[N]`."""
+    r = _groups(rewards, group_size)
+    mean = torch.zeros_like(r) if group_size == 1 else r.mean(dim=1, keepdim=True)
+    centered = (r - mean).reshape(-1)
+    if not std_normalize:
+        return centered
+    stds = task_stds(rewards, tasks)
+    return centered / (torch.tensor([stds[t] for t in tasks], dtype=torch.float32) + eps)
 
 
 def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:

@@ -217,12 +217,38 @@ class OverlongConfig(Section):
     factor: float = field(1.0, "penalty at the cap", ge=0)
 
 
+class AepoConfig(Section):
+    """QwenLong-L1.5 AEPO: while the policy entropy is high, update on positive samples only (docs/algorithms.md#aepo)."""
+
+    enable: bool = field(False, "mask the samples without a positive advantage and reward while the entropy is high")
+    mode: Literal["hysteresis", "band"] = field(
+        "hysteresis", "hysteresis (paper): start masking above entropy_high, stop below entropy_low; "
+        "band (released snippet): mask while entropy_low < entropy < entropy_high")
+    entropy_low: float | None = field(None, "lower entropy threshold (nats per token); required when enabled", ge=0)
+    entropy_high: float | None = field(None, "upper entropy threshold (nats per token); required when enabled", ge=0)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "AepoConfig":
+        if not self.enable:
+            return self
+        if self.entropy_low is None or self.entropy_high is None:
+            raise ValueError(f"rl.aepo.enable=true needs rl.aepo.entropy_low and rl.aepo.entropy_high, got "
+                             f"{self.entropy_low} and {self.entropy_high}")
+        if self.entropy_low >= self.entropy_high:
+            raise ValueError(f"rl.aepo.entropy_low={self.entropy_low} must be below "
+                             f"rl.aepo.entropy_high={self.entropy_high}")
+        return self
+
+
 class RLConfig(Section):
     """GRPO/DAPO policy optimisation (spec §4). Defaults: the released DAPO demo."""
 
     advantage_estimator: Literal["grpo", "rloo"] = field("grpo", "advantage estimator, by name")
     std_normalize: bool = field(True, "grpo: divide by the unbiased group std (false: mean-only)")
     adv_eps: float = field(1e-6, "grpo: epsilon added to the group std", gt=0)
+    advantage_std: Literal["group", "task"] = field(
+        "group", "grpo: divide by the group's reward std, or by the std over every sample of the same task in "
+        "the training batch (QwenLong-L1.5; task = the item's kind)")
     loss_level: Literal["token", "sequence"] = field(
         "token", "token: sum over tokens / global token count (DAPO); sequence: per-sequence mean (GRPO)"
     )
@@ -248,6 +274,7 @@ class RLConfig(Section):
     optim: OptimConfig = section(OptimConfig, "RL optimiser")
     dynamic_sampling: DynamicSamplingConfig = section(DynamicSamplingConfig, "dynamic sampling")
     overlong: OverlongConfig = section(OverlongConfig, "overlong reward shaping")
+    aepo: AepoConfig = section(AepoConfig, "QwenLong-L1.5 adaptive entropy-controlled policy optimisation")
 
     @model_validator(mode="after")
     def _batch_shapes(self) -> "RLConfig":
@@ -261,4 +288,7 @@ class RLConfig(Section):
                 f"rl.gen_batch_size={self.gen_batch_size} is below rl.train_batch_size={self.train_batch_size} "
                 "and rl.dynamic_sampling.enable=false: one round could never fill a batch"
             )
+        if self.advantage_std == "task" and self.advantage_estimator != "grpo":
+            raise ValueError(f"rl.advantage_std=task needs rl.advantage_estimator=grpo, got "
+                             f"{self.advantage_estimator!r}")
         return self

@@ -7,6 +7,9 @@ curriculum sampler.
     rollout batch gets more than one update → epochs × mini-batch updates (global normalisation in
     the policy) → refit the engine → engine–trainer agreement check → ledger → metrics
 
+QwenLong-L1.5's options, off by default, live in `loops.rl_l15`: the task-level advantage std and AEPO
+(the batch entropy from the old-log-prob forward, then masking of the non-positive samples).
+
 Rollouts run on every vLLM engine replica (`rollout.replicas`: each generates its block of the
 prompts, the blocks are gathered to every rank) or on rank 0 (the transformers engine); rewards are
 scored once, on rank 0 (rule, then the judge), and broadcast. Every rank holds the same samples and
@@ -27,11 +30,14 @@ from typing import Any
 
 import torch
 
-from nemo_qwenlong.algorithms import DynamicSamplingExhausted, collect_groups, compute_advantages, overlong_penalty
+from nemo_qwenlong.algorithms import DynamicSamplingExhausted, collect_groups, overlong_penalty
+from nemo_qwenlong.algorithms.aepo import AepoState
+from nemo_qwenlong.algorithms.aepo import metrics as aepo_metrics
 from nemo_qwenlong.algorithms.batch import RolloutBatch, TokenRows
 from nemo_qwenlong.algorithms.losses import MEAN_METRICS, merge_micro_metrics
 from nemo_qwenlong.loops import dist
 from nemo_qwenlong.loops.encode import decode
+from nemo_qwenlong.loops.rl_l15 import aepo_step, live_mini_batches, step_advantages
 from nemo_qwenlong.rewards.hybrid import RewardItem
 from nemo_qwenlong.rollout.generator import SamplingSettings, to_rollout_batch
 from nemo_qwenlong.rollout.refit import EngineTrainerMismatch, check_agreement, refit_and_check, refit_weights
@@ -51,6 +57,7 @@ class RLEnv:
     dp_rank: int = 0
     dp_size: int = 1
     progress: Callable[[str, int, int], None] | None = None  # (what, done, total)
+    aepo: AepoState | None = None  # rl.aepo.enable only: carried between steps, checkpointed
 
 
 @dataclass
@@ -254,6 +261,10 @@ def _refit_replicas(env: RLEnv, rows: TokenRows | None) -> dict[str, float]:
     return merged
 
 
+def _aepo_log(env: RLEnv, keep: torch.Tensor | None, rows: int) -> dict[str, float]:
+    return {} if env.aepo is None else aepo_metrics(env.aepo, keep, rows)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -283,41 +294,54 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
         # on_exhausted=partial and not one mixed group, or the stage's data ran out mid-step under
         # on_exhausted=error (the released trainer drops that last accumulation): no gradient this
         # step; the weights (and so the engine) stay as they are, and the step is logged with update_skipped=1.
-        return _row(env, stage, step, log, t0, err.stats, []) | {"update_skipped": 1, "reward_mean": float("nan")}
+        return (_row(env, stage, step, log, t0, err.stats, []) | _aepo_log(env, None, 0)
+                | {"update_skipped": 1, "reward_mean": float("nan")})
     t_gen = time.perf_counter()
-    batch = batch.replace(advantages=compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size,
-                                                        eps=rl.adv_eps, std_normalize=rl.std_normalize))
+    advantages, adv_log = step_advantages(rl, batch, env.items)
+    batch = batch.replace(advantages=advantages)
     groups = batch.num_rows // rl.group_size
     minis = mini_batches(groups, rl.mini_batch_size, env.dp_rank, env.dp_size, rl.group_size)
     rows = sorted(i for m in minis for i in m)  # this DP rank's rows, in batch order
     mine = batch.select(rows)
     local = {row: j for j, row in enumerate(rows)}
     old_s = 0.0
-    if rl.epochs_per_batch * len(minis) > 1:  # more than one update: the behaviour policy must be frozen
+    need_old = rl.epochs_per_batch * len(minis) > 1  # more than one update: the behaviour policy must be frozen
+    train_batch, keep = batch, None
+    if env.aepo is not None:  # the batch entropy (and old log-probs) in one forward; masked rows emptied
+        t = time.perf_counter()
+        train_batch, mine, keep = aepo_step(policy, rl.aepo, env.aepo, batch, mine, rows, need_old)
+        old_s = time.perf_counter() - t
+    elif need_old:
         t = time.perf_counter()
         mine = mine.replace(old_logprobs=policy.compute_logprobs(mine))
         old_s = time.perf_counter() - t
+    live = live_mini_batches(train_batch, mini_batches(groups, rl.mini_batch_size, 0, 1, rl.group_size), keep)
+    extra = adv_log | _aepo_log(env, keep, batch.num_rows)
+    if not any(live):  # AEPO masked every sample: no update, as a step without a mixed group
+        return (_row(env, stage, step, log, t0, ds_stats, []) | extra
+                | {"update_skipped": 1, "reward_mean": float(batch.rewards.mean()), "time/old_logprobs_s": old_s})
     if (replicated(env.engine) or dist.is_rank0()) and hasattr(env.engine, "sleep"):  # colocated on GPU: free
         env.engine.sleep()  # the engine's memory for the update (vLLM sleep mode; the refit wakes it); CPU: no-op
     policy.prepare_for_training()
     t_up = time.perf_counter()
     train: list[dict[str, float]] = []
+    updates = [m for m, ok in zip(minis, live) if ok]  # a mini-batch AEPO emptied is skipped on every rank
     for _ in range(rl.epochs_per_batch):
-        for m in minis:
+        for m in updates:
             train.append(policy.train_step(mini_batch_rows(mine, [local[i] for i in m], batch), rl))
             if env.progress:
-                env.progress("update", len(train), rl.epochs_per_batch * len(minis))
+                env.progress("update", len(train), rl.epochs_per_batch * len(updates))
     update_s = time.perf_counter() - t_up
     policy.prepare_for_generation()
     agree = refit(env, probe(batch, cfg.rollout.logprob_probe_size, rl.group_size))
     row = _row(env, stage, step, log, t0, ds_stats, train) | {
         "reward_mean": float(batch.rewards.mean()), "update_skipped": 0,
-        "old_logprob_pass": old_s > 0, "time/old_logprobs_s": old_s, "time/update_s": update_s,
+        "old_logprob_pass": need_old, "time/old_logprobs_s": old_s, "time/update_s": update_s,
         "time/refit_s": agree.get("refit_seconds", 0.0), "time/rollout_total_s": t_gen - t0,
         "time/step_s": time.perf_counter() - t0}
     if "refit_peak_extra_mb" in agree:
         row["refit/peak_extra_mb"] = agree["refit_peak_extra_mb"]
-    return row | {k: v for k, v in agree.items() if k.startswith("logprob") or k == "prob_ratio_mean"}
+    return row | extra | {k: v for k, v in agree.items() if k.startswith("logprob") or k == "prob_ratio_mean"}
 
 
 def _row(env: RLEnv, stage: Any, step: int, log: RoundLog, t0: float, ds_stats: Any,

@@ -10,6 +10,7 @@ config, the run directory, the data, the policy and the engine.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ def latest_rl(run: Any) -> tuple[Path | None, int]:
 
 
 def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
+    from nemo_qwenlong.algorithms.aepo import AepoState
     from nemo_qwenlong.backends.megatron import checkpoint as ckpt
     from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
     from nemo_qwenlong.loops.backend import build_engine, build_policy, load_weights
@@ -126,7 +128,9 @@ def rl_env(run: Any, pools: list[list[str]], total_steps: int):  # noqa: ANN202
     reward = build_reward(cfg.reward, run_dir=str(run.run_dir)) if dist.is_rank0() else None
     dp_rank, dp_size = run.dp()
     env = RLEnv(cfg, run.policy, run.engine, reward, run.tokenizer, run.items, run.prompts, sampler,
-                dp_rank, dp_size, run.console.progress)
+                dp_rank, dp_size, run.console.progress, aepo=AepoState() if cfg.rl.aepo.enable else None)
+    if env.aepo is not None and "aepo" in loop:  # a resumed run continues AEPO's state exactly
+        env.aepo.load_state_dict(loop["aepo"])
     run.policy.prepare_for_generation()
     refit(env, None)  # the engine starts from the policy's weights, whatever hf_init held
     return env, loop
@@ -179,7 +183,8 @@ def run_rl_stages(run: Any) -> None:
             end = step == last or env.sampler.exhausted() or (budget is not None and step >= budget)
             if stop or end or step % run.cfg.checkpoint.save_every_steps == 0:
                 run.save(run.checkpoints[name], step, {"phase": "rl", "step": step, "stage_index": k,
-                                                           "stage_start": first, "sampler": env.sampler.state_dict()})
+                                                           "stage_start": first, "sampler": env.sampler.state_dict()}
+                         | ({} if env.aepo is None else {"aepo": env.aepo.state_dict()}))
             if stop:
                 raise Preempted(f"RL step {step}")
         if dist.is_rank0():
@@ -222,8 +227,11 @@ def show_rl(run: Any, row: dict[str, Any], last: int) -> None:
     if row["step"] % run.cfg.logging.log_every_steps and row["step"] != last:
         return
     val = f"  val acc {row['val_accuracy']:.3f}" if "val_accuracy" in row else ""
-    reward = ("no mixed group (update skipped)" if row.get("update_skipped") else
-              f"reward {row['reward_mean']:+.3f}  loss {row['loss']:+.4f}")
+    # a batch was collected (a real reward mean) but AEPO kept none of its samples
+    mean = row["reward_mean"]
+    aepo_empty = row.get("aepo/masking") and isinstance(mean, float) and not math.isnan(mean)
+    reward = (("AEPO kept no sample" if aepo_empty else "no mixed group") + " (update skipped)"
+              if row.get("update_skipped") else f"reward {row['reward_mean']:+.3f}  loss {row['loss']:+.4f}")
     agree = f"|Δlogp| {row['logprob_abs_diff_max']:.1e}  " if "logprob_abs_diff_max" in row else ""
     run.console.line(
         f"rl step {row['step']}/{last} [{row['stage']}]: {reward}  acc {row['accuracy']:.3f}  "

@@ -6,6 +6,9 @@
 - "partial": a partial batch of 3 groups in mini-batches of 2 groups (`on_exhausted: partial`): with
   DP=2 rank 1 has no group in the last mini-batch and trains on `loops.rl.mini_batch_rows`' zero-weight
   row. The rows go through the RL loop's own helpers; the weights' change and each update's metrics.
+- "aepo": QwenLong-L1.5 AEPO on the "metrics" rows: the batch entropy before the update
+  (`logprobs_and_entropy`, all-reduced over the ranks) and its log-probs; then one update with the
+  non-kept rows' responses emptied (`algorithms.aepo.mask_rows`), and, at DP=1, one on the kept rows alone.
 Rank 0 writes OUT/result.json and OUT/delta.pt (weights after − before, by HF name).
 """
 
@@ -65,12 +68,31 @@ def partial_steps(rank: int, world: int) -> tuple[list[dict], dict]:
     return updates, {k: after[k] - before[k] for k in before}
 
 
+def aepo_steps(rank: int, world: int) -> dict:
+    from nemo_qwenlong.algorithms.aepo import kept_rows, mask_rows
+    from nemo_qwenlong.loops.rl import mini_batches
+
+    policy, rl = fresh_policy(), rl_config(mini_batch_size=2)
+    batch = make_batch(n=2 * GROUP, seed=5)
+    batch = batch.replace(rewards=torch.where(torch.arange(2 * GROUP) % 3 == 0, -0.5, 1.0))
+    (rows,) = mini_batches(2, 2, rank, world, GROUP)
+    logprobs, entropy = policy.logprobs_and_entropy(batch.select(rows))
+    logprob_diff = float((logprobs - policy.compute_logprobs(batch.select(rows))).abs().max())
+    keep = kept_rows(batch.advantages, batch.rewards)
+    out = {"entropy": entropy, "logprob_diff": logprob_diff, "kept": keep.nonzero().squeeze(1).tolist(),
+           "masked": policy.train_step(mask_rows(batch, keep).select(rows), rl)}
+    if world == 1:
+        out["kept_only"] = fresh_policy().train_step(batch.select(out["kept"]), rl)
+    return out
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     dist.init_process_group("gloo")  # init_parallel (in build_policy) then finds it
     rank, world = dist.get_rank(), dist.get_world_size()
     result = {"world": world, "metrics": metrics_step(rank, world)}
     result["partial"], delta = partial_steps(rank, world)
+    result["aepo"] = aepo_steps(rank, world)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(json.dumps(result))

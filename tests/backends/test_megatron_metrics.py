@@ -62,3 +62,19 @@ def test_short_last_mini_batch_with_dp2_updates_as_dp1(runs: dict) -> None:
     # Adam divides by √v, so the fp32 summation-order noise of near-zero gradient entries (DP=2 sums
     # two ranks' partial gradients) shows at ~1e-6 in a 2e-3 update: the bound is 0.5 % of the update
     assert moved > 1e-3 and diff <= 1e-5, (moved, diff)
+
+
+def test_aepo_batch_entropy_and_masked_update_on_the_real_policy_at_dp2(runs: dict) -> None:
+    """AEPO: the batch entropy read before the update equals the update's own entropy metric over every
+    sample and is the same at DP=1 and DP=2 (all-reduced); the update with the non-kept rows' responses
+    emptied normalises over the kept tokens only, at DP=2 as at DP=1 on the kept rows alone."""
+    one, two = runs[1][0]["aepo"], runs[2][0]["aepo"]
+    assert one["entropy"] == pytest.approx(runs[1][0]["metrics"]["entropy"], rel=1e-5)
+    assert two["entropy"] == pytest.approx(one["entropy"], rel=1e-5)
+    assert one["logprob_diff"] == 0.0 and two["logprob_diff"] == 0.0  # the same forward's log-probs
+    assert 0 < len(one["kept"]) < 8 and one["kept"] == two["kept"]
+    ref = one["kept_only"]
+    for got in (one["masked"], two["masked"]):
+        assert got["num_tokens"] == ref["num_tokens"] < runs[1][0]["metrics"]["num_tokens"]
+        for key in ("loss", "grad_norm", "entropy", "ratio_mean"):
+            assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), (key, got[key], ref[key])

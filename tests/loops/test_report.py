@@ -48,6 +48,15 @@ def test_a_step_without_a_mixed_group_prints_no_nan(capsys) -> None:  # noqa: AN
     assert "nan" not in line.lower()
 
 
+def test_a_step_where_aepo_kept_no_sample_says_so(capsys) -> None:  # noqa: ANN001
+    run = Run(load_config(REPO / "conf" / "tiny-cpu.yaml"), RunOptions(progress=False))
+    row = _skipped_row() | {"reward_mean": -0.5, "aepo/masking": 1.0, "aepo/kept": 0.0}
+    show_rl(run, row, last=120)
+    assert "AEPO kept no sample (update skipped)" in capsys.readouterr().out
+    show_rl(run, row | {"reward_mean": float("nan")}, last=120)  # no mixed group, whatever AEPO's state
+    assert "no mixed group (update skipped)" in capsys.readouterr().out
+
+
 def _fake_run(tmp_path: Path) -> SimpleNamespace:
     """A stand-in for `Run` holding only what the report reads: the config's stages and the stage folders."""
     cfg = load_config(REPO / "conf" / "tiny-cpu.yaml")

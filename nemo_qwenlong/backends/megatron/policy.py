@@ -274,6 +274,23 @@ class MegatronPolicy:
             out[idx] = to_response_layout(self._cp_gather(lp, layout).cpu(), layout)
         return out
 
+    @torch.no_grad()
+    def logprobs_and_entropy(self, rows: Rows) -> tuple[Tensor, float]:
+        """`compute_logprobs(rows)` and, from the same forward, the token-mean entropy over the valid response
+        tokens of every DP×CP rank's rows (AEPO's batch entropy; the `entropy` metric's definition)."""
+        out = torch.zeros(rows.response_ids.shape, dtype=torch.float32)
+        total = torch.zeros(2, dtype=torch.float64)  # [Σ entropy, valid tokens] on this rank
+        for idx, mb, layout in self._micro_batches(rows):
+            lp, ent = self._sequence_logprobs(layout, with_entropy=True)
+            out[idx] = to_response_layout(self._cp_gather(lp, layout).cpu(), layout)
+            mask = self._split(to_sequence_layout(mb.response_mask, layout, False), layout)
+            total += torch.stack([(ent.double() * mask).sum(), mask.sum().double()]).cpu()
+        if dist.get_world_size(self.grad_group) > 1:
+            total = total.to("cpu" if dist.get_backend() == "gloo" else self.device)
+            dist.all_reduce(total, group=self.grad_group)
+        tokens = float(total[1])
+        return out, float(total[0]) / tokens if tokens else 0.0
+
     def _cp_gather(self, local: Tensor, layout: Layout) -> Tensor:
         if self.cp_size == 1:
             return local
