@@ -248,7 +248,7 @@ class RLConfig(Section):
     adv_eps: float = field(1e-6, "grpo: epsilon added to the group std", gt=0)
     advantage_std: Literal["group", "task"] = field(
         "group", "grpo: divide by the group's reward std, or by the std over every sample of the same task in "
-        "the training batch (QwenLong-L1.5; task = the item's kind)")
+        "the training batch (QwenLong-L1.5; tasks as curriculum.task_balance.key defines them)")
     loss_level: Literal["token", "sequence"] = field(
         "token", "token: sum over tokens / global token count (DAPO); sequence: per-sequence mean (GRPO)"
     )

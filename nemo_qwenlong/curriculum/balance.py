@@ -20,23 +20,7 @@ over more often than larger ones; that is what balancing means, and the stage-st
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping, Sequence
-
-from nemo_qwenlong.data.kind import route
-
-TASK_KEYS = ("kind", "source")
-_LENGTH_BUCKET = re.compile(r"_\d+_(\d+|plus)$")  # the released suffixes: _0_20000, _20000_40000, _40000_plus
-
-
-def task_of(data_source: str, key: str) -> str:
-    """An item's task: its route kind (`kind`) or its `data_source` less the length-bucket suffix (`source`)."""
-    if key == "kind":
-        return route(data_source)
-    if key == "source":
-        return _LENGTH_BUCKET.sub("", data_source)
-    raise ValueError(f"curriculum.task_balance.key={key!r} is not one of {', '.join(TASK_KEYS)}")
-
 
 def check_weights(weights: Mapping[str, float], tasks: Sequence[str]) -> None:
     """ValueError naming every weighted task the data does not have."""

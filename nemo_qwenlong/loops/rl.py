@@ -297,7 +297,7 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
         return (_row(env, stage, step, log, t0, err.stats, []) | _aepo_log(env, None, 0)
                 | {"update_skipped": 1, "reward_mean": float("nan")})
     t_gen = time.perf_counter()
-    advantages, adv_log = step_advantages(rl, batch, env.items)
+    advantages, adv_log = step_advantages(rl, batch, env.items, cfg.curriculum.task_balance.key)
     batch = batch.replace(advantages=advantages)
     groups = batch.num_rows // rl.group_size
     minis = mini_batches(groups, rl.mini_batch_size, env.dp_rank, env.dp_size, rl.group_size)

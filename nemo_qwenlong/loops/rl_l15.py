@@ -18,13 +18,14 @@ from nemo_qwenlong.algorithms.batch import RolloutBatch
 from nemo_qwenlong.data.task import task_of
 
 
-def step_advantages(rl: Any, batch: RolloutBatch, items: dict) -> tuple[Tensor, dict[str, float]]:
+def step_advantages(rl: Any, batch: RolloutBatch, items: dict, task_key: str = "kind") -> tuple[Tensor, dict[str, float]]:
     """The batch's advantages and their log. `advantage_std: task` takes each task's std over the batch
-    *after* dynamic sampling (the rows that train, as the released trainer computes it)."""
+    *after* dynamic sampling (the rows that train, as the released trainer computes it); tasks as
+    `curriculum.task_balance.key` defines them (`data.task`)."""
     if rl.advantage_std == "group":
         return compute_advantages(rl.advantage_estimator, batch.rewards, rl.group_size, eps=rl.adv_eps,
                                   std_normalize=rl.std_normalize), {}
-    tasks = [task_of(items[x].data_source) for x in batch.item_ids]
+    tasks = [task_of(items[x].data_source, task_key) for x in batch.item_ids]
     adv = task_std_advantages(batch.rewards, rl.group_size, tasks, eps=rl.adv_eps, std_normalize=rl.std_normalize)
     return adv, {f"adv/task_std/{t}": s for t, s in sorted(task_stds(batch.rewards, tasks).items())}
 

@@ -47,7 +47,7 @@ def stage_lengths(run: Any) -> tuple[list[list[str]], list[int]]:
 
 def item_tasks(run: Any) -> dict[str, str] | None:
     """item id -> task for task-balanced sampling (`curriculum.task_balance`); None when it is off."""
-    from nemo_qwenlong.curriculum.balance import task_of
+    from nemo_qwenlong.data.task import task_of
 
     tb = run.cfg.curriculum.task_balance
     if not tb.enabled:

@@ -11,7 +11,8 @@ import pytest
 
 from nemo_qwenlong.config.pipeline import RetrospectiveConfig, StageConfig
 from nemo_qwenlong.config.schema import RunConfig
-from nemo_qwenlong.curriculum.balance import apportion, task_needs, task_of
+from nemo_qwenlong.curriculum.balance import apportion, task_needs
+from nemo_qwenlong.data.task import task_of
 from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
 from nemo_qwenlong.loops.rl_stages import item_tasks
 

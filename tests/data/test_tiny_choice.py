@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nemo_qwenlong.config.pipeline import SyntheticDataConfig
-from nemo_qwenlong.curriculum.balance import task_of
+from nemo_qwenlong.data.task import task_of
 from nemo_qwenlong.data.loaders import load_items, write_docqa_parquet
 from nemo_qwenlong.data.tiny_task import TinyTaskSpec, sft_response, tiny_items
 from nemo_qwenlong.rewards.hybrid import HybridReward, RewardItem

@@ -13,7 +13,7 @@ import torch
 from nemo_qwenlong.algorithms.advantages import compute_advantages, task_std_advantages
 from nemo_qwenlong.algorithms.aepo import AepoState
 from nemo_qwenlong.algorithms.dynamic_sampling import DynamicSamplingStats
-from nemo_qwenlong.config.pipeline import StageConfig
+from nemo_qwenlong.config.pipeline import StageConfig, TaskBalanceConfig
 from nemo_qwenlong.config.training import AepoConfig, RLConfig
 from nemo_qwenlong.curriculum.sampler import RetrospectiveSampler
 from nemo_qwenlong.loops import rl as rl_loop
@@ -79,8 +79,8 @@ def _env(monkeypatch: pytest.MonkeyPatch, aepo: AepoState | None, entropy: float
          mode: str = "hysteresis"):
     rl = RLConfig(group_size=2, train_batch_size=4, mini_batch_size=mini, gen_batch_size=4,
                   aepo=AepoConfig(enable=aepo is not None, mode=mode, entropy_low=0.3, entropy_high=0.6))
-    cfg = SimpleNamespace(rl=rl, curriculum=SimpleNamespace(stages=[StageConfig(name="s1", max_input_tokens=100,
-                                                                                steps=1)]),
+    stages = [StageConfig(name="s1", max_input_tokens=100, steps=1)]
+    cfg = SimpleNamespace(rl=rl, curriculum=SimpleNamespace(stages=stages, task_balance=TaskBalanceConfig()),
                           rollout=SimpleNamespace(logprob_probe_size=0))
     sampler = RetrospectiveSampler([["a", "b"]], cfg.curriculum.stages, batch_size=1, seed=0, drop_last=True)
     # rewards [1, 0 | 0, 0 | 0, 1 | 0, 0]: groups 1 and 3 have no positive sample (dynamic sampling off)
@@ -129,7 +129,7 @@ def test_a_mini_batch_without_a_kept_sample_is_skipped_and_old_logprobs_come_fro
 
 def test_no_kept_sample_skips_the_update(monkeypatch) -> None:  # noqa: ANN001
     env = _env(monkeypatch, AepoState(), entropy=0.9)
-    monkeypatch.setattr(rl_loop, "step_advantages", lambda rl, b, items: (-torch.ones(8), {}))
+    monkeypatch.setattr(rl_loop, "step_advantages", lambda rl, b, items, key: (-torch.ones(8), {}))
     row = rl_loop.rl_step(env, 0, 1)
     assert row["update_skipped"] == 1 and row["aepo/kept"] == 0.0 and env.policy.updates == []
 
