@@ -77,7 +77,8 @@ def _geometry(cfg: Any, hf_config: Path | None) -> tuple[Geometry, str]:
 
 def _plan(args: argparse.Namespace) -> int:
     from nemo_qwenlong.planning.layout import memory_plan, replicas_text
-    from nemo_qwenlong.planning.report import batch_for, layout_for, render_memory, render_times, step_times
+    from nemo_qwenlong.planning.report import (batch_for, layout_for, render_cp_advice, render_memory, render_times,
+                                               step_times)
 
     recipe, overrides = recipe_args(args)
     cfg = check_runnable(load_config(recipe, overrides), recipe)  # what `run` refuses
@@ -101,6 +102,7 @@ def _plan(args: argparse.Namespace) -> int:
           f"({cfg.cluster.nodes}×{cfg.cluster.gpus_per_node}); rollout replicas "
           f"{replicas_text(lay.world, lay.rollout_tp)} (vLLM TP={lay.rollout_tp} each)")
     print("\n".join(render_memory(geometry, lay, gpus, plans)))
+    print("\n".join(render_cp_advice(geometry, lay, gpus, assume)))
     print("\n".join(render_times(lay, batch, gpus, times, assume)))
     print("estimates from formulas (docs/plan.md), not calibrated against GPU measurements")
     return 0

@@ -29,7 +29,7 @@ from nemo_qwenlong.config.training import (
     TinyArch,
     YarnConfig,
 )
-from nemo_qwenlong.planning.hardware import GPUS, Assumptions, geometry_of
+from nemo_qwenlong.planning.hardware import GPUS, Assumptions, geometry_of, known_positions
 from nemo_qwenlong.planning.layout import colocation_problems
 from nemo_qwenlong.planning.report import layout_for
 from nemo_qwenlong.rollout.engine_layout import EngineShape, tp_problem
@@ -101,6 +101,7 @@ class RunConfig(Section):
                     f"curriculum.stages.{i}.max_output_tokens={stage.max_output_tokens} exceeds "
                     f"rollout.max_new_tokens={self.rollout.max_new_tokens}"
                 )
+        self._check_context()
         self._check_pipeline()
         if self.evaluation.docmath_extractor == "judge" and self.reward.judge_when == "never":
             raise ValueError("evaluation.docmath_extractor='judge' asks reward.judge, but reward.judge_when='never' "
@@ -116,6 +117,28 @@ class RunConfig(Section):
         self._check_rollout_layout()
         self._check_colocation()
         return self
+
+    def _check_context(self) -> None:
+        """Every stage's input cap + output cap fits the positions the model is run with: model.yarn's
+        factor × original, else a known model's max_position_embeddings (unknown models: checked by vLLM)."""
+        m, yarn = self.model, self.model.yarn
+        if yarn is not None:
+            limit = int(yarn.factor * yarn.original_max_position_embeddings)
+            where = f"model.yarn: {yarn.factor:g} × {yarn.original_max_position_embeddings}"
+        else:
+            limit = known_positions(m.source, m.path, m.geometry)
+            where = "the model's max_position_embeddings, no model.yarn"
+        if limit is None:
+            return
+        original = yarn.original_max_position_embeddings if yarn else 32768
+        for i, s in enumerate(self.curriculum.stages):
+            need = s.max_input_tokens + s.max_output_tokens
+            if need > limit:
+                raise ValueError(
+                    f"curriculum.stages.{i} ({s.name}): max_input_tokens {s.max_input_tokens} + max_output_tokens "
+                    f"{s.max_output_tokens} = {need} tokens exceed the model's {limit} positions ({where}); set "
+                    f"model.yarn.factor >= {need / original:.2f} (factor × {original} >= {need}) or lower the "
+                    "stage's caps")
 
     def _check_rollout_layout(self) -> None:
         """vLLM replicas: rollout.tensor_parallel divides the cluster's ranks and a node's, and splits the

@@ -43,9 +43,11 @@ class TinyArch(Section):
 
 
 class YarnConfig(Section):
-    """YaRN rope scaling, added on export for serving beyond 32K (never needed for 70K training)."""
+    """YaRN rope scaling for the whole run: the trainer, the rollout engine and the exports all use it.
+    Needed when a stage's input + output exceeds the model's 131,072 positions (the 3-stage recipes'
+    120K + 50K); 70K training needs none."""
 
-    factor: float = field(4.0, "context extension factor (4 for 128K, 2 for ~64K)", gt=1, le=64)
+    factor: float = field(4.0, "context extension factor over the original (4 for 128K, 6 for 192K)", gt=1, le=64)
     original_max_position_embeddings: int = field(32768, "context the base model was trained at", ge=1024)
 
 
@@ -59,7 +61,7 @@ class ModelConfig(Section):
     )
     path: str | None = field(None, "HF folder (source=hf) or Megatron checkpoint folder (source=megatron)")
     dtype: Literal["float32", "bfloat16", "float16"] = field("bfloat16", "parameter/compute dtype")
-    yarn: YarnConfig | None = field(None, "YaRN for serving exports; null keeps plain RoPE")
+    yarn: YarnConfig | None = field(None, "YaRN for training, rollouts and exports; null keeps plain RoPE")
     geometry: Literal["deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-qwen-14b",
                       "deepseek-r1-distill-qwen-32b", "qwenlong-l1-32b"] | None = field(
         None, "shape of a known model, for `plan` and the GPU layout check when model.path is not on this machine "

@@ -99,7 +99,8 @@ def build_policy(cfg: Any, files: ModelFiles, *, phase: str, phase_steps: int): 
     turns them into the optimiser steps its LR schedule spans."""
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
 
-    return MegatronPolicy.from_run_config(cfg, files.manifest["hf_config"], phase=phase,
+    hf_config = training_hf_config(files.manifest["hf_config"], cfg.model.yarn)
+    return MegatronPolicy.from_run_config(cfg, hf_config, phase=phase,
                                           total_steps=schedule_steps(cfg, phase, phase_steps),
                                           padded_vocab_size=files.manifest.get("padded_vocab_size"))
 
@@ -114,23 +115,44 @@ def build_engine(cfg: Any, hf_dir: Path):  # noqa: ANN201
     """The rollout engine. vLLM: on every rank, R = world / rollout.tensor_parallel replicas
     (`rollout.replicas.EngineReplicas`; one rank: the in-process engine itself); building it is
     collective. The transformers reference: rank 0 only (None elsewhere)."""
-    max_len = cfg.model.tiny.max_position_embeddings if cfg.model.source == "tiny-random" else None
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    overrides = engine_rope_overrides(hf_config, cfg.model.yarn)
     if cfg.rollout.backend == "vllm":
         from nemo_qwenlong.backends.vllm.engine import VLLMGenerator
         from nemo_qwenlong.rollout.replicas import EngineReplicas, ReplicaLayout
 
         # several ranks: refuses a T that does not divide them (`run` checks it before any stage already)
         layout = ReplicaLayout(dist.world(), dist.rank(), cfg.rollout.tensor_parallel) if dist.world() > 1 else None
-        if max_len is None:
-            max_len = json.loads((hf_dir / "config.json").read_text()).get("max_position_embeddings", 32768)
+        max_len = (overrides or hf_config).get("max_position_embeddings", 32768)
         engine = VLLMGenerator.from_rollout_config(hf_dir, cfg.rollout, dtype=cfg.model.dtype, max_model_len=max_len,
-                                                   seed=cfg.seed)
+                                                   seed=cfg.seed, hf_overrides=overrides)
         return engine if layout is None else EngineReplicas(engine, layout, dist)
     if not dist.is_rank0():
         return None
     from nemo_qwenlong.backends.hf.generator import HFGenerator
 
-    return HFGenerator(hf_dir, dtype=cfg.model.dtype)
+    return HFGenerator(hf_dir, dtype=cfg.model.dtype, config_overrides=overrides)
+
+
+def training_hf_config(hf_config: dict, yarn: Any) -> dict:
+    """The config the policy trains with: `model.yarn` adds YaRN (the rope the rollout engine uses, so
+    trainer and engine log-probs agree beyond the original context); null keeps the checkpoint's."""
+    if yarn is None:
+        return hf_config
+    from nemo_qwenlong.backends.hf.checkpoint import export_config
+
+    return export_config(hf_config, yarn_factor=yarn.factor, yarn_original_max=yarn.original_max_position_embeddings)
+
+
+def engine_rope_overrides(hf_config: dict, yarn: Any) -> dict | None:
+    """The rollout engine's config overrides for `model.yarn` (rope parameters and the scaled
+    max_position_embeddings, which is also its max_model_len); None without YaRN."""
+    if yarn is None:
+        return None
+    from nemo_qwenlong.backends.hf.checkpoint import rope_theta
+    from nemo_qwenlong.backends.vllm.server import yarn_overrides
+
+    return yarn_overrides(yarn.factor, yarn.original_max_position_embeddings, rope_theta(hf_config))
 
 
 def load_tokenizer(hf_dir: Path):  # noqa: ANN201

@@ -55,6 +55,10 @@ KNOWN_MODELS = {
                                               vocab=151936),
 }
 
+# max_position_embeddings of every R1-Distill-Qwen (and QwenLong-L1-32B) config.json: plain RoPE, rope_theta 1e6,
+# no rope_scaling (spec §7); YaRN's `original_max_position_embeddings` for them is Qwen2.5's 32,768.
+KNOWN_MODEL_POSITIONS = 131_072
+
 
 def geometry_from_hf_config(cfg: dict) -> Geometry:
     """A Geometry from an HF Qwen2 `config.json` mapping."""
@@ -85,3 +89,11 @@ def geometry_of(source: str, path: str | None, tiny: dict, named: str | None = N
         raise ValueError(f"model.geometry={named!r} does not match model.path={path!r}, which names another known "
                          "model; set model.geometry to that model or null")
     return KNOWN_MODELS[named]
+
+
+def known_positions(source: str, path: str | None, named: str | None) -> int | None:
+    """The positions a real model's config allows, without reading files: a known R1-Distill model's
+    131,072; None when the model is not known (or is the tiny random one)."""
+    if source == "tiny-random" or (named is None and known_geometry(path) is None):
+        return None
+    return KNOWN_MODEL_POSITIONS

@@ -15,7 +15,7 @@ sizes (weights, buffers, KV bytes), none of the activation estimates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nemo_qwenlong.planning import memory as mem
 from nemo_qwenlong.planning.hardware import Assumptions, Gpu
@@ -155,6 +155,23 @@ def memory_plan(g: Geometry, lay: Layout, gpu: Gpu, a: Assumptions) -> MemoryPla
         engine_asleep=a.engine_asleep_gib * GIB, reserve=a.reserve_gib * GIB,
         judge_share=lay.judge_memory_utilization * gpu.memory_bytes if lay.judge_gpus else 0.0,
     )
+
+
+def fits(m: MemoryPlan, lay: Layout, gpu: Gpu) -> bool:
+    """Both phase peaks (and the judge's GPU) within the GPU, and one whole rollout in a replica's KV cache."""
+    return m.judge_gpu_peak <= gpu.memory_bytes and m.kv_tokens >= lay.seq_tokens
+
+
+def smallest_fitting_cp(g: Geometry, lay: Layout, gpu: Gpu, a: Assumptions) -> int | None:
+    """The smallest context-parallel size (TP, PP and the world kept) whose plan fits `gpu`; None if none does."""
+    cp = 1
+    while lay.model_parallel * cp <= lay.world:
+        if lay.world % (lay.model_parallel * cp) == 0:
+            candidate = replace(lay, context_parallel=cp)
+            if fits(memory_plan(g, candidate, gpu, a), candidate, gpu):
+                return cp
+        cp *= 2
+    return None
 
 
 def gib(x: float) -> str:

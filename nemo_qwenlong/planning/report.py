@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nemo_qwenlong.planning.hardware import Assumptions, Gpu
-from nemo_qwenlong.planning.layout import Layout, MemoryPlan, memory_plan, replicas_text
+from nemo_qwenlong.planning.layout import Layout, MemoryPlan, memory_plan, replicas_text, smallest_fitting_cp
 from nemo_qwenlong.planning.memory import BF16, FP32, GIB, Geometry
 from nemo_qwenlong.planning.steptime import Decode, decode_estimate, forward_flops, training_flops
 
@@ -164,6 +164,13 @@ def render_memory(g: Geometry, lay: Layout, gpus: list[Gpu], plans: list[MemoryP
     out.append(_row("fits?", [_fits(m.judge_gpu_peak, gpu) if ok else "NO (KV)"
                               for m, gpu, ok in zip(plans, gpus, one_seq)]))
     return out
+
+
+def render_cp_advice(g: Geometry, lay: Layout, gpus: list[Gpu], a: Assumptions) -> list[str]:
+    """The smallest CP whose plan fits each GPU (TP×PP and the GPU count kept): the layout `plan` recommends."""
+    found = [smallest_fitting_cp(g, lay, gpu, a) for gpu in gpus]
+    return [_row(f"smallest CP that fits ({lay.seq_tokens}-token sequences, TP×PP = {lay.model_parallel}, "
+                 f"{lay.world} GPUs)", [f"CP={cp}" if cp else "none" for cp in found])]
 
 
 def _judge_rows(lay: Layout, plans: list[MemoryPlan], col) -> list[str]:  # noqa: ANN001

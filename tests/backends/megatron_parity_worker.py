@@ -53,8 +53,45 @@ def main() -> None:
             "roundtrip_exact": exact, "missing": missing, "unexpected": list(unexpected),
             "shape": list(out.shape),
         }
+    report["yarn"] = yarn_case()
     print("PARITY " + json.dumps(report))
     sys.stdout.flush()
+
+
+def yarn_case() -> dict:
+    """YaRN ×4 over 16 original positions, 48 tokens (beyond 16 the scaled frequencies matter): megatron's
+    YarnRotaryEmbedding + attention factor against transformers' Qwen2 with the same rope_scaling."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from nemo_qwenlong.backends.hf.checkpoint import export_config
+    from nemo_qwenlong.backends.hf.tiny import tiny_qwen2_config
+    from nemo_qwenlong.backends.megatron import cpu_compat
+    from nemo_qwenlong.backends.megatron.model import build_gpt_model
+    from nemo_qwenlong.backends.megatron.qwen2_mapping import Qwen2Shape, hf_to_megatron
+    from nemo_qwenlong.backends.megatron.sdpa_attention import rope_at_positions
+    from nemo_qwenlong.config.training import TinyArch
+
+    torch.manual_seed(11)
+    arch = TinyArch(vocab_size=256, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=16, rope_theta=10000.0)
+    plain = tiny_qwen2_config(arch, 256, eos_token_id=0).to_dict()
+    hf_cfg = export_config(plain, yarn_factor=4.0, yarn_original_max=16)  # what model.yarn gives the policy
+    hf_model = Qwen2ForCausalLM(Qwen2Config.from_dict(hf_cfg)).float().eval()
+    plain_model = Qwen2ForCausalLM(Qwen2Config.from_dict(plain)).float().eval()
+    plain_model.load_state_dict(hf_model.state_dict())
+    model = build_gpt_model(hf_cfg, transformer_impl="local").float().eval()
+    model.load_state_dict(hf_to_megatron(hf_model.state_dict(), Qwen2Shape.from_hf_config(hf_cfg)), strict=False)
+    ids = torch.randint(0, 256, (1, 48), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf_model(input_ids=ids).logits
+        out = model(ids, torch.arange(48).unsqueeze(0), cpu_compat.causal_mask(48))
+        without = plain_model(input_ids=ids).logits
+        plain_table, factor = model.rotary_pos_emb(48)
+        with rope_at_positions(model, torch.arange(48)):  # the packed / shared-prompt layouts' position table
+            table, packed_factor = model.rotary_pos_emb(48, packed_seq=True)
+    return {"max_abs_diff": float((ref - out).abs().max()), "plain_rope_diff": float((ref - without).abs().max()),
+            "rope_type": type(model.rotary_pos_emb).__name__,
+            "positions_table_equal": bool(torch.equal(table, plain_table)) and packed_factor == factor}
 
 
 if __name__ == "__main__":

@@ -75,6 +75,11 @@ def test_megatron_logits_match_transformers_tied_and_untied() -> None:
         assert r["max_abs_diff"] <= 1e-5, r  # fp32 parity with transformers' Qwen2ForCausalLM
         assert r["ref_scale"] > 0.1  # logits are not trivially zero
         assert r["roundtrip_exact"] and r["missing"] == [] and r["unexpected"] == []
+    yarn = report["yarn"]  # model.yarn in training: megatron's YaRN equals transformers' (rope_scaling yarn)
+    assert yarn["rope_type"] == "YarnRotaryEmbedding"
+    assert yarn["max_abs_diff"] <= 1e-5, yarn
+    assert yarn["plain_rope_diff"] > 1e-3, yarn  # plain RoPE would differ: the case exercises the scaling
+    assert yarn["positions_table_equal"], yarn  # rope_at_positions (packed layouts) keeps YaRN's (table, factor)
 
 
 def test_tp_shards_reassemble_bit_exact_and_split_by_group() -> None:

@@ -94,3 +94,17 @@ def test_one_node_recipes_share_the_node_with_the_judge() -> None:
         assert cfg.rl.train_batch_size // cfg.rl.mini_batch_size == 4  # optimiser steps per batch, as released
     big = load_config(CONF / "qwenlong-l1" / "dapo-r1distill32b-2stage-4n8g-tp8cp4.yaml")
     assert big.cluster.judge.placement == "own_node"  # the schema default
+
+
+@pytest.mark.parametrize(("size", "layout", "cp", "nodes"), [("32b", "4n8g-tp8cp4", 4, 4), ("14b", "2n8g-tp8cp2", 2, 2)])
+def test_three_stage_recipes(size: str, layout: str, cp: int, nodes: int) -> None:
+    """QwenLong-L1.5's curriculum: 20K/12K → 60K/20K → 120K/50K, YaRN ×6 over 32,768 for the 170K stage."""
+    cfg = load_config(CONF / "qwenlong-l15" / f"dapo-r1distill{size}-3stage-{layout}.yaml")
+    stages = [(s.min_input_tokens, s.max_input_tokens, s.max_output_tokens) for s in cfg.curriculum.stages]
+    assert stages == [(0, 20000, 12000), (20000, 60000, 20000), (60000, 120000, 50000)]
+    assert [s.retrospective.share > 0 for s in cfg.curriculum.stages] == [False, True, True]
+    assert cfg.rollout.max_new_tokens == 50000
+    yarn = cfg.model.yarn
+    assert yarn.factor * yarn.original_max_position_embeddings == 196608 >= 170000
+    assert (cfg.parallelism.context_parallel, cfg.cluster.nodes) == (cp, nodes)
+    assert cfg.model.geometry == f"deepseek-r1-distill-qwen-{size}"

@@ -20,10 +20,13 @@ from nemo_qwenlong.rollout.refit import buckets
 
 
 class HFGenerator:
-    def __init__(self, model_dir: str | Path, *, dtype: str = "float32", device: str = "cpu") -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, model_dir: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                 config_overrides: dict | None = None) -> None:
+        """`config_overrides`: config fields to replace (YaRN's, as vLLM's `hf_overrides` takes them)."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
+        config = AutoConfig.from_pretrained(model_dir, **(config_overrides or {}))
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=getattr(torch, dtype),
                                                           trust_remote_code=False).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir) if (Path(model_dir) / "tokenizer_config.json").exists() else None
         self.device = device

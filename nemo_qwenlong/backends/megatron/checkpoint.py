@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from nemo_qwenlong.backends.hf.checkpoint import rope_scaling, rope_theta
+from nemo_qwenlong.backends.megatron.model import yarn_fields
 from nemo_qwenlong.fsio import atomic_write_bytes, atomic_write_text
 
 LATEST = "latest_checkpointed_iteration.txt"
@@ -242,27 +243,13 @@ def bridge_run_config(hf_config: dict, layout: dict[str, int], dtype: str) -> st
         "gated_linear_unit": True, "activation_func": _bridge_object("torch.nn.functional.silu"),
         "add_qkv_bias": True, "add_bias_linear": False, "hidden_dropout": 0.0, "attention_dropout": 0.0,
         "position_embedding_type": "rope", "rotary_base": float(rope_theta(hf_config)),
-        **_yarn_fields(rope_scaling(hf_config)),
+        **yarn_fields(rope_scaling(hf_config)),
         "bf16": dtype == "bfloat16", "fp16": dtype == "float16", "params_dtype": _bridge_object(f"torch.{dtype}"),
         "tensor_model_parallel_size": layout.get("tensor_parallel", 1),
         "pipeline_model_parallel_size": layout.get("pipeline_parallel", 1),
         "context_parallel_size": layout.get("context_parallel", 1), "make_vocab_size_divisible_by": 1,
     }
     return yaml.safe_dump({"model": model, "checkpoint": {"ckpt_format": FORMAT}}, sort_keys=False)
-
-
-def _yarn_fields(scaling: dict | None) -> dict[str, Any]:
-    """megatron-core's YarnRotaryEmbedding fields for an HF YaRN rope_scaling (none for plain RoPE).
-    mscale 1 / mscale_all_dim 0 give HF's attention factor 0.1·ln(factor) + 1; HF truncates the
-    correction range by default (`truncate`), as `correction_range_round_to_int` does."""
-    if not scaling or (scaling.get("rope_type") or scaling.get("type")) != "yarn":
-        return {}
-    return {"position_embedding_type": "yarn", "yarn_rotary_scaling_factor": float(scaling["factor"]),
-            "yarn_original_max_position_embeddings": int(scaling["original_max_position_embeddings"]),
-            "yarn_beta_fast": float(scaling.get("beta_fast", 32.0)),
-            "yarn_beta_slow": float(scaling.get("beta_slow", 1.0)),
-            "yarn_mscale": 1.0, "yarn_mscale_all_dim": 0.0,
-            "yarn_correction_range_round_to_int": bool(scaling.get("truncate", True))}
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -8,6 +8,8 @@ megatron's own DotProductAttention (`dot_product`, which holds [heads × S × S]
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -80,6 +82,20 @@ def local_layer_spec(local_attention: str | None = None):
     return spec
 
 
+def yarn_fields(scaling: dict | None) -> dict[str, Any]:
+    """megatron-core's YarnRotaryEmbedding fields for an HF YaRN rope_scaling (none for plain RoPE).
+    mscale 1 / mscale_all_dim 0 give HF's attention factor 0.1·ln(factor) + 1; HF truncates the
+    correction range by default (`truncate`), as `correction_range_round_to_int` does."""
+    if not scaling or (scaling.get("rope_type") or scaling.get("type")) != "yarn":
+        return {}
+    return {"position_embedding_type": "yarn", "yarn_rotary_scaling_factor": float(scaling["factor"]),
+            "yarn_original_max_position_embeddings": int(scaling["original_max_position_embeddings"]),
+            "yarn_beta_fast": float(scaling.get("beta_fast", 32.0)),
+            "yarn_beta_slow": float(scaling.get("beta_slow", 1.0)),
+            "yarn_mscale": 1.0, "yarn_mscale_all_dim": 0.0,
+            "yarn_correction_range_round_to_int": bool(scaling.get("truncate", True))}
+
+
 def build_gpt_model(hf: dict, *, transformer_impl: str = "local", local_attention: str | None = None,
                     padded_vocab_size: int | None = None, **parallel):
     """A GPTModel with the checkpoint's geometry (random weights; load them with qwen2_mapping).
@@ -89,16 +105,21 @@ def build_gpt_model(hf: dict, *, transformer_impl: str = "local", local_attentio
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     cpu_compat.apply()
-    if rope_scaling(hf):
-        raise ValueError(f"the model config carries rope scaling {rope_scaling(hf)}; training with it is not "
-                         "supported (RL at 60K+10K tokens needs none): import the checkpoint without it")
+    scaling = rope_scaling(hf)
+    yarn = yarn_fields(scaling)
+    if scaling and not yarn:
+        raise ValueError(f"the model config carries rope scaling {scaling}; training supports plain RoPE or YaRN "
+                         "(rope_type 'yarn'): import the checkpoint without it or set model.yarn")
     cfg = transformer_config(hf, **parallel)
+    for name, value in yarn.items():  # GPTModel and its attention read the yarn_* fields off the config
+        if name.startswith("yarn_"):
+            setattr(cfg, name, value)
     if transformer_impl == "transformer_engine":
         spec = specs.get_gpt_layer_with_transformer_engine_spec()
     else:
         spec = local_layer_spec(local_attention)
     return GPTModel(
         cfg, spec, vocab_size=padded_vocab_size or hf["vocab_size"], max_sequence_length=hf.get("max_position_embeddings", 32768),
-        position_embedding_type="rope", rotary_base=int(rope_theta(hf)),
+        position_embedding_type=yarn.get("position_embedding_type", "rope"), rotary_base=int(rope_theta(hf)),
         share_embeddings_and_output_weights=bool(hf.get("tie_word_embeddings", False)),
     )

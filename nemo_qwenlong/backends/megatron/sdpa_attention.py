@@ -59,8 +59,11 @@ def rope_at_positions(model, positions: Tensor) -> Iterator[None]:  # noqa: ANN0
     rope = model.rotary_pos_emb
     table_of = type(rope).forward  # megatron's cached forward: the table for positions 0..n−1
 
-    def forward(max_seq_len: int, offset: int = 0, packed_seq: bool = False, cp_group=None) -> Tensor:  # noqa: ANN001
-        return table_of(rope, int(positions.max()) + 1 if positions.numel() else 1, 0, True, None)[positions]
+    def forward(max_seq_len: int, offset: int = 0, packed_seq: bool = False, cp_group=None):  # noqa: ANN001, ANN202
+        table = table_of(rope, int(positions.max()) + 1 if positions.numel() else 1, 0, True, None)
+        if isinstance(table, tuple):  # YaRN's embedding returns (table, attention factor)
+            return table[0][positions], table[1]
+        return table[positions]
 
     rope.forward = forward
     try:

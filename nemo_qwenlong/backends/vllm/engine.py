@@ -184,13 +184,13 @@ class VLLMGenerator:
 
     @classmethod
     def from_rollout_config(cls, model_dir: str | Path, rollout, *, dtype: str, max_model_len: int,  # noqa: ANN001
-                            seed: int) -> "VLLMGenerator":
+                            seed: int, hf_overrides: dict | None = None) -> "VLLMGenerator":
         return cls(model_dir, dtype=dtype, max_model_len=max_model_len, tensor_parallel=rollout.tensor_parallel,
                    gpu_memory_utilization=rollout.gpu_memory_utilization,
                    enable_prefix_caching=rollout.enable_prefix_caching,
                    enable_chunked_prefill=rollout.enable_chunked_prefill,
                    max_num_batched_tokens=rollout.max_num_batched_tokens, enforce_eager=rollout.enforce_eager,
-                   seed=seed, sleep_mode=True)
+                   seed=seed, sleep_mode=True, hf_overrides=hf_overrides)
 
     # ---- generation ----------------------------------------------------------------------------
     def _params(self, s: SamplingSettings, position: int):
