@@ -4,19 +4,29 @@ recipe validates, and every step but `run` runs on CPU at tiny size in one proce
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / "benchmarks" / "gpu_kit"
-sys.path.insert(0, str(KIT))
-import run_kit  # noqa: E402
-import wheels  # noqa: E402
+
+
+def load(name: str) -> ModuleType:
+    """A kit script as a module under a name of its own (no sys.path entry)."""
+    spec = importlib.util.spec_from_file_location(f"gpu_kit_{name}", KIT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_kit, wheels = load("run_kit"), load("wheels")
 
 WHEEL_TAGS = ("-py3-none-any.whl", "-cp312-cp312-manylinux", "-abi3-manylinux")
 
@@ -93,8 +103,7 @@ def test_every_kit_step_but_run_works_on_cpu_at_tiny_size() -> None:
 
 
 def test_e2e_step_runs_the_gpu_recipe_briefly() -> None:
-    import steps
-
+    steps = load("steps")
     assert steps.SIZES["gpu"]["e2e"]["recipe"] == "conf/tiny-gpu.yaml"
     cmd = steps.e2e_command("conf/tiny-gpu.yaml", Path("o"))
     assert cmd[1:4] == ["-m", "nemo_qwenlong.cli.main", "run"] and "rollout.backend=hf" in cmd

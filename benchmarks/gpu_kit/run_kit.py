@@ -29,10 +29,12 @@ PLAN = {
 FIGURES = {  # what each step writes under steps.STEP in gpu_kit.json
     "parity": "logprob_abs_diff_mean, logprob_abs_diff_max, prob_ratio_mean, trainer_logprob_s, ok",
     "layouts": "layouts.{padded,packed,shared_prompt}.{logprob_max_diff_vs_padded, loss_diff_vs_padded, logprob_s}, ok",
-    "train_step": "runs[seq 16384, 32768].{step_s, tokens_per_s_per_gpu, mfu, peak_gpu_gb}, mfu_formula",
+    "train_step": "runs[seq 16384, 32768].{step_s, tokens_per_s_per_gpu, mfu, peak_gpu_gb, optimizer}, "
+                  "distributed_optimizer_errors, mfu_formula",
     "logprobs": "runs.{fused,chunked}.{peak_over_inputs_mb, seconds}, fused_peak_mb, ok (<= 2048 MB)",
     "refit": "refit_seconds, refit_buckets, refit_mb, refit_peak_extra_mb, logprob_abs_diff_mean (_before), ok",
-    "e2e": "steps, wall_seconds, heldout_accuracy, logprob_abs_diff_mean_last, checkpoints, export, stages",
+    "e2e": "steps, wall_seconds, heldout_accuracy, logprob_abs_diff_mean_last, checkpoints, export, stages, "
+           "overrides, failed_attempts",
 }
 TABLE_KEYS = {  # the figures the printed table shows per step
     "parity": ("logprob_abs_diff_mean", "logprob_abs_diff_max", "ok"),
@@ -40,7 +42,7 @@ TABLE_KEYS = {  # the figures the printed table shows per step
     "train_step": (),
     "logprobs": ("fused_peak_mb", "ok"),
     "refit": ("refit_seconds", "refit_buckets", "refit_mb", "logprob_abs_diff_mean", "ok"),
-    "e2e": ("steps", "wall_seconds", "logprob_abs_diff_mean_last", "export"),
+    "e2e": ("steps", "wall_seconds", "logprob_abs_diff_mean_last", "export", "overrides"),
 }
 
 
@@ -52,7 +54,7 @@ def dry_run(steps: list[str], device: str, size: str, out: Path) -> None:
         print(f"  {'':<11} figures: {FIGURES[name]}")
     print(f"  total timeouts {sum(PLAN[s][0] for s in steps)} s")
     print(f"{RESULT_NAME} = {{machine: {{gpu, torch, cuda, python}}, steps: {{STEP: figures + seconds, or error + "
-          "seconds}}}}")
+          "seconds}}")
 
 
 def machine() -> dict:
@@ -87,7 +89,7 @@ def table_lines(results: dict) -> list[str]:
                           for k in TABLE_KEYS[name])
         if name == "train_step":
             shown = "; ".join(f"seq {x['seq']}: {x['tokens_per_s_per_gpu']:.0f} tok/s, MFU {x['mfu']}, "
-                              f"peak {x['peak_gpu_gb']} GB" for x in r["runs"])
+                              f"peak {x['peak_gpu_gb']} GB, {x['optimizer']}" for x in r["runs"])
         if name == "layouts":
             shown += "; " + "; ".join(f"{k}: lp diff {v['logprob_max_diff_vs_padded']:.3g}, {v['logprob_s']} s"
                                       for k, v in r["layouts"].items())

@@ -217,9 +217,8 @@ def step_layouts(device: str, size: dict) -> dict:
             "tolerance_max": size["tolerance_max"], "ok": worst <= size["tolerance_max"]}
 
 
-def step_train_step(device: str, size: dict) -> dict:
-    """bench_train_step's RL step (forward, fused log-probs, DAPO loss, backward, AdamW) with the local
-    spec and SDPA attention: tokens/s per GPU and MFU (bench_train_step.train_flops over the peak)."""
+def time_train_step(device: str, size: dict, seq: int, distributed: bool) -> dict:
+    """One sequence length: median seconds of `steps` train steps after a warm-up, tokens/s, MFU, peak."""
     import statistics
 
     import torch
@@ -228,37 +227,59 @@ def step_train_step(device: str, size: dict) -> dict:
     from nemo_qwenlong.backends.megatron.policy import MegatronPolicy
     from nemo_qwenlong.config.training import OptimConfig, ParallelismConfig, RLConfig
 
-    ensure_parallel()
     gpu, peak = device == "cuda", float(os.environ.get("PEAK_TFLOPS", "989"))
-    results = []
+    cfg = hf_config(size["preset"], size["layers"], seq)
+    par = ParallelismConfig(transformer_impl="local", local_attention="sdpa", distributed_optimizer=distributed,
+                            dist_backend="nccl" if gpu else "gloo", recompute="none")  # SDPA keeps no [S×S] scores
+    policy = MegatronPolicy(cfg, par, OptimConfig(lr=1e-6), dtype=dtype_for(device), micro_batch_tokens=seq,
+                            logprob_chunk_tokens=4096)
+    batch, rl = make_batch(size["rows"], seq, cfg["vocab_size"]), RLConfig()
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(size["steps"] + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        policy.train_step(batch, rl)
+        sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    n = sum(p.numel() for k, p in policy.module.named_parameters() if "embedding" not in k and "output_layer" not in k)
+    tokens, step = int((batch.prompt_lengths + batch.response_lengths).sum()), statistics.median(times)
+    flops = train_flops(tokens, n, cfg["num_hidden_layers"], cfg["hidden_size"], seq)
+    return {"seq": seq, "layers": cfg["num_hidden_layers"], "optimizer": type(policy.optimizer).__name__,
+            "step_s": round(step, 3), "tokens_per_s_per_gpu": round(tokens / step, 1), "params_non_embedding": n,
+            "mfu": round(flops / step / (peak * 1e12), 3) if gpu else None,
+            "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if gpu else None}
+
+
+def step_train_step(device: str, size: dict) -> dict:
+    """bench_train_step's RL step (forward, fused log-probs, DAPO loss, backward, AdamW) with the local
+    spec and SDPA attention: tokens/s per GPU and MFU (bench_train_step.train_flops over the peak). On
+    CUDA with megatron's distributed optimizer (as the recipes), falling back to LocalAdamW if it fails
+    (its error is kept: it has never run on a GPU)."""
+    import gc
+
+    import torch
+
+    ensure_parallel()
+    distributed, results, errors = device == "cuda", [], []
     for seq in size["seq"]:
-        cfg = hf_config(size["preset"], size["layers"], seq)
-        par = ParallelismConfig(transformer_impl="local", local_attention="sdpa", distributed_optimizer=gpu,
-                                dist_backend="nccl" if gpu else "gloo", recompute="none")  # SDPA keeps no [S×S] scores
-        policy = MegatronPolicy(cfg, par, OptimConfig(lr=1e-6), dtype=dtype_for(device), micro_batch_tokens=seq,
-                                logprob_chunk_tokens=4096)
-        batch, rl = make_batch(size["rows"], seq, cfg["vocab_size"]), RLConfig()
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for i in range(size["steps"] + 1):
-            sync(device)
-            t0 = time.perf_counter()
-            policy.train_step(batch, rl)
-            sync(device)
-            if i:
-                times.append(time.perf_counter() - t0)
-        n = sum(p.numel() for k, p in policy.module.named_parameters() if "embedding" not in k and "output_layer" not in k)
-        tokens, step = int((batch.prompt_lengths + batch.response_lengths).sum()), statistics.median(times)
-        flops = train_flops(tokens, n, cfg["num_hidden_layers"], cfg["hidden_size"], seq)
-        results.append({"seq": seq, "layers": cfg["num_hidden_layers"], "step_s": round(step, 3),
-                        "tokens_per_s_per_gpu": round(tokens / step, 1), "params_non_embedding": n,
-                        "mfu": round(flops / step / (peak * 1e12), 3) if gpu else None,
-                        "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if gpu else None})
-        del policy
-        if gpu:
+        try:
+            results.append(time_train_step(device, size, seq, distributed))
+        except Exception as err:  # noqa: BLE001 - recorded, then measured without it
+            if not distributed:
+                raise
+            errors.append(f"seq {seq}, distributed optimizer: {type(err).__name__}: {err}"[:800])
+            distributed = False
+            gc.collect()
             torch.cuda.empty_cache()
-    return {"preset": size["preset"], "dtype": dtype_for(device), "peak_tflops": peak, "runs": results,
+            results.append(time_train_step(device, size, seq, distributed))
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return {"preset": size["preset"], "dtype": dtype_for(device), "peak_tflops": float(os.environ.get("PEAK_TFLOPS", "989")),
+            "runs": results, "distributed_optimizer_errors": errors,
             "mfu_formula": "tokens·(6·N + 6·L·h·S) / step_s / peak; N = parameters without embedding and output layer"}
 
 
@@ -312,16 +333,22 @@ def e2e_figures(out: Path) -> dict:
 
 def step_e2e(device: str, size: dict) -> dict:
     """`nemo-qwenlong run` of the GPU variant of the tiny recipe, short (E2E_OVERRIDES): its own CUDA
-    path (hardware check, device placement, checkpoints, export) once."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        t0 = time.perf_counter()
-        done = subprocess.run(e2e_command(size["recipe"], out), capture_output=True, text=True, cwd=REPO,
-                              timeout=size["timeout"])
-        seconds = time.perf_counter() - t0
-        if done.returncode:
-            raise RuntimeError(f"run exited {done.returncode}: {done.stderr[-1500:]}")
-        return {"recipe": size["recipe"], "seconds": round(seconds, 1), "stdout_tail": done.stdout[-600:]} | e2e_figures(out)
+    path (hardware check, device placement, checkpoints, export) once. If the recipe's distributed
+    optimizer fails (never run on a GPU), once more with LocalAdamW, so the rest of the path still runs."""
+    deadline, attempts = time.perf_counter() + size["timeout"], []
+    for extra in ((), ("parallelism.distributed_optimizer=false",)):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run"
+            t0 = time.perf_counter()
+            done = subprocess.run([*e2e_command(size["recipe"], out), *extra], capture_output=True, text=True,
+                                  cwd=REPO, timeout=max(deadline - t0, 1))
+            seconds = round(time.perf_counter() - t0, 1)
+            if done.returncode == 0:
+                return {"recipe": size["recipe"], "overrides": list(extra), "seconds": seconds,
+                        "failed_attempts": attempts, "stdout_tail": done.stdout[-600:]} | e2e_figures(out)
+            attempts.append({"overrides": list(extra), "seconds": seconds,
+                             "error": f"run exited {done.returncode}: {done.stderr[-1500:]}"})
+    raise RuntimeError(json.dumps(attempts))
 
 
 STEPS = {"parity": step_parity, "layouts": step_layouts, "train_step": step_train_step, "logprobs": step_logprobs,
