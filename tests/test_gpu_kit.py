@@ -50,15 +50,21 @@ def test_recorded_wheels_resolve_offline_for_cp312_and_fit_one_command(capsys: p
 
 
 def test_wheel_folder_over_64_mib_is_refused(tmp_path: Path) -> None:
-    with (tmp_path / "big.whl").open("wb") as f:  # sparse: 65 MiB apparent, nothing written
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    with (folder / "big.whl").open("wb") as f:  # sparse: 65 MiB apparent, nothing written
         f.truncate(65 * 2**20)
-    done = subprocess.run([sys.executable, str(KIT / "wheels.py"), "check", str(tmp_path)], capture_output=True,
-                          text=True)
+    kit = [sys.executable, str(KIT / "wheels.py")]
+    done = subprocess.run([*kit, "check", str(folder)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("gpu_kit wheels error: "), done.stderr
     assert "65.0 MiB" in done.stderr and "64 MiB" in done.stderr
-    (tmp_path / "big.whl").unlink()
-    (tmp_path / "small.whl").write_bytes(b"x" * 1000)
-    assert wheels.main(["check", str(tmp_path)]) == 0
+    empty = tmp_path / "empty.lock.json"  # fetch with nothing to download: only its size check runs
+    empty.write_text(json.dumps({"wheels": []}))
+    done = subprocess.run([*kit, "--lock", str(empty), "fetch", "--dir", str(folder)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("gpu_kit wheels error: "), done.stderr
+    (folder / "big.whl").unlink()
+    (folder / "small.whl").write_bytes(b"x" * 1000)
+    assert wheels.main(["check", str(folder)]) == 0
 
 
 def test_gpu_script_parses_and_dry_run_prints_steps_and_figures(tmp_path: Path) -> None:
