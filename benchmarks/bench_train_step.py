@@ -39,6 +39,12 @@ def hf_config(preset: str, layers: int | None, seq: int) -> dict:
     return cfg
 
 
+def train_flops(tokens: int, params_non_embedding: int, layers: int, hidden: int, seq: int) -> float:
+    """Model FLOPs of one training step: 6·N per token plus causal attention, 6·L·h·S per token of an
+    S-token row (forward + backward; the causal half of 12·L·h·S)."""
+    return tokens * (6 * params_non_embedding + 6 * layers * hidden * seq)
+
+
 def make_batch(rows: int, seq: int, vocab: int, shape: str = "uniform"):
     import torch
 
@@ -113,7 +119,7 @@ def main() -> None:
         n_params = sum(p.numel() for n, p in policy.module.named_parameters() if "embedding" not in n and "output_layer" not in n)
         tokens = int((batch.prompt_lengths + batch.response_lengths).sum())  # valid tokens
         step = statistics.median(times)
-        flops = tokens * (6 * n_params + 6 * n_layers * h * seq)
+        flops = train_flops(tokens, n_params, n_layers, h, seq)
         r = {"preset": args.preset, "layers": n_layers, "impl": impl, "fp8": args.fp8, "seq": seq, "rows": args.rows,
              "shape": args.shape, "layout": layout,
              "step_s": round(step, 3), "tokens_per_s": round(tokens / step, 1), "params_non_embedding": n_params,

@@ -129,9 +129,12 @@ def build_engine(cfg: Any, hf_dir: Path):  # noqa: ANN201
         return engine if layout is None else EngineReplicas(engine, layout, dist)
     if not dist.is_rank0():
         return None
+    import torch
+
     from nemo_qwenlong.backends.hf.generator import HFGenerator
 
-    return HFGenerator(hf_dir, dtype=cfg.model.dtype, config_overrides=overrides)
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"  # the trainer's device
+    return HFGenerator(hf_dir, dtype=cfg.model.dtype, config_overrides=overrides, device=device)
 
 
 def training_hf_config(hf_config: dict, yarn: Any) -> dict:

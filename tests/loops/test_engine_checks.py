@@ -84,3 +84,20 @@ def test_the_checks_import_neither_vllm_nor_megatron() -> None:
             "print(sorted(n for n in sys.modules if n.split('.')[0] in ('vllm', 'megatron')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_the_transformers_engine_sits_on_the_trainers_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             cuda: bool) -> None:
+    # rollout.backend=hf on a GPU: the engine generates, scores and takes refits on the trainer's GPU, not on CPU
+    import torch
+
+    from nemo_qwenlong.backends.hf import generator
+    from nemo_qwenlong.loops.backend import build_engine
+
+    built = {}
+    monkeypatch.setattr(generator, "HFGenerator", lambda folder, **kw: built.update(kw) or "engine")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert build_engine(tiny("rollout.backend=hf", "model.dtype=bfloat16"), tmp_path) == "engine"
+    assert built == {"dtype": "bfloat16", "device": "cuda:0" if cuda else "cpu"}
