@@ -99,5 +99,6 @@ def test_the_transformers_engine_sits_on_the_trainers_device(monkeypatch: pytest
     monkeypatch.setattr(generator, "HFGenerator", lambda folder, **kw: built.update(kw) or "engine")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 512}')
     assert build_engine(tiny("rollout.backend=hf", "model.dtype=bfloat16"), tmp_path) == "engine"
-    assert built == {"dtype": "bfloat16", "device": "cuda:0" if cuda else "cpu"}
+    assert built == {"dtype": "bfloat16", "device": "cuda:0" if cuda else "cpu", "config_overrides": None}

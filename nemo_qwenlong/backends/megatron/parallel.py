@@ -18,6 +18,7 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
                   backend: str | None = None, seed: int = 1234) -> None:
     """Initialise torch.distributed from the torchrun environment (or a single local process) and megatron."""
     cpu_compat.apply()
+    bind_local_device()
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         if "MASTER_PORT" not in os.environ:  # a single local process: any free port (a fixed one may be taken)
@@ -32,6 +33,20 @@ def init_parallel(*, tensor_parallel: int = 1, pipeline_parallel: int = 1, conte
                                      pipeline_model_parallel_size=pipeline_parallel,
                                      context_parallel_size=context_parallel)
     cpu_compat.seed_model_parallel(seed)
+
+
+def bind_local_device(env: dict | None = None) -> int | None:
+    """On CUDA, make cuda:LOCAL_RANK this process's device before any process group or tensor exists:
+    NCCL, the policy (`torch.cuda.current_device()`) and the rollout engine all take it from here, so
+    8 ranks on a node sit on 8 GPUs, not all on GPU 0. None (and nothing done) without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    local = int((os.environ if env is None else env).get("LOCAL_RANK", "0"))
+    if local >= torch.cuda.device_count():
+        raise RuntimeError(f"LOCAL_RANK={local} but this node shows {torch.cuda.device_count()} CUDA device(s); "
+                           "launch at most one rank per GPU (--nproc-per-node)")
+    torch.cuda.set_device(local)
+    return local
 
 
 def check_layout_matches(configured: dict[str, int], initialised: dict[str, int]) -> None:
