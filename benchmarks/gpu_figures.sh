@@ -6,9 +6,10 @@
 #   2. peak GPU memory of the fused log-probs at 60K tokens per rank (vocab 152,064 / TP 8, hidden 5120);
 #   3. refit time of a Qwen2-7B-shaped model into vLLM and the engine/trainer log-prob agreement.
 # Goals (docs/benchmarks.md): MFU >= 50 % bf16, FP8 >= 1.3x bf16; fused log-probs <= 2 GB; refit <= 2 s.
+# PY defaults to the image's interpreter (/opt/venv/bin/python; benchmarks/ is in the image).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY=${PY:-.venv/bin/python}
+PY=${PY:-/opt/venv/bin/python}
 PEAK=${PEAK_TFLOPS:-989}  # dense bf16 peak per GPU (H100/H200 SXM: 989)
 nvidia-smi --query-gpu=name,memory.total --format=csv || true
 "$PY" benchmarks/bench_train_step.py --preset 7b-width --layers 8 --seq 16384 32768 --rows 1 --steps 3 --peak-tflops "$PEAK"

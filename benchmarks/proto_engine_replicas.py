@@ -62,7 +62,9 @@ def build_replica(model_dir: Path, engine_tp: int, vllm_dp: str):  # noqa: ANN20
     from vllm import LLM
 
     from nemo_qwenlong.backends.vllm.engine import REFIT_EXTENSION, Residency, VLLMGenerator
+    from nemo_qwenlong.backends.vllm.model_runner import select_model_runner
 
+    select_model_runner(os.environ)  # our constructor's runner choice (V1), before LLM(...)
     world = dist.get_world_size()
     gen = VLLMGenerator.__new__(VLLMGenerator)  # its generate/score/load_weights, our constructor
     gen.llm = LLM(model=str(model_dir), dtype="float32", max_model_len=256, seed=0, enforce_eager=True,

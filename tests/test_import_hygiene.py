@@ -36,6 +36,7 @@ PURE_MODULES = [
     "nemo_qwenlong.rollout.refit",
     "nemo_qwenlong.rollout.engine_layout",
     "nemo_qwenlong.backends.vllm.version",  # run's version check reads metadata, never imports vllm
+    "nemo_qwenlong.backends.vllm.model_runner",  # the runner choice: servers and the Dockerfile lint use it
     "nemo_qwenlong.loops.checks",
     "nemo_qwenlong.backends.hf.checkpoint",
     "nemo_qwenlong.cli.convert_cmd",

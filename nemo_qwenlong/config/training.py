@@ -140,13 +140,8 @@ class ParallelismConfig(Section):
                 "parallelism.sequence_layout='packed' needs parallelism.transformer_impl='transformer_engine' or "
                 f"local_attention='sdpa' (megatron's DotProductAttention has no packed path), got "
                 f"local_attention='{self.local_attention}'")
-        if self.sequence_layout == "packed" and self.context_parallel > 1 and self.cp_comm_type != "p2p":
-            # TE's AttnFuncWithCPAndKVAllGather / AttnFuncWithCPAndQKVOA2A assert qkv_format != "thd"
-            # (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py)
-            raise ValueError(
-                f"parallelism.sequence_layout='packed' with context_parallel={self.context_parallel} needs "
-                f"cp_comm_type='p2p' (Transformer Engine's '{self.cp_comm_type}' context parallelism takes no "
-                "packed 'thd' sequences), got cp_comm_type='" + self.cp_comm_type + "'")
+        # `packed` takes every CP_COMM_TYPES value: TE 2.20's all-gather and a2a CP attention take THD
+        # (context_parallel.py AttnFuncWithCPAndKVAllGather / AttnFuncWithCPAndQKVOA2A; docs/megatron.md).
         if self.sequence_layout == "shared_prompt" and (te or self.local_attention != "sdpa"):
             raise ValueError(
                 "parallelism.sequence_layout='shared_prompt' needs transformer_impl='local' with "

@@ -10,7 +10,8 @@ swapped, a QKV-mapping mistake); test_megatron_gpu.py states each tolerance agai
 Checks: te_vs_local, fp8 (each recipe the config offers), recompute (selective / full vs none),
 cp (CP=2 vs CP=1, bf16: TE has no fp32 attention under CP), sp (TP=2 with and without sequence
 parallel), dist_ckpt (distributed-optimizer checkpoint before and after a step, resharded DP2 → TP2),
-packed (THD packing through TE attention vs the padded layout; CP=2 and TP=2+SP with two GPUs).
+packed (THD packing through TE attention vs the padded layout; CP=2 with each cp_comm_type and TP=2+SP
+with two GPUs).
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ def _grad_rel(a: dict, b: dict) -> float:
 
 def check_packed(batch) -> dict:  # noqa: ANN001
     """THD packing through TE attention vs the padded layout (bf16; TE's thd kernels need 16-bit), on
-    this launch's GPUs: TP=1 always; with 2 GPUs also CP=2 (every row split in 2·CP chunks) and TP=2
-    with sequence parallel. Plus our per-row CP split against TE's own `thd_get_partitioned_indices`."""
+    this launch's GPUs: TP=1 always; with 2 GPUs also CP=2 (every row split in 2·CP chunks) with each
+    cp_comm_type (p2p, all_gather, a2a: TE 2.20 takes THD in all three; the padded reference is p2p)
+    and TP=2 with sequence parallel. Plus our per-row CP split against TE's `thd_get_partitioned_indices`."""
     import transformer_engine_torch as tex
 
     from nemo_qwenlong.algorithms.packed import cp_indices, pack_rows
@@ -164,10 +166,13 @@ def check_packed(batch) -> dict:  # noqa: ANN001
     layouts = {"tp1": ({}, None), "tp1_padded": ({}, (8, 16))}
     if dist.get_world_size() >= 2:
         layouts |= {"cp2": ({"context_parallel": 2}, None),
+                    "cp2_all_gather": ({"context_parallel": 2, "cp_comm_type": "all_gather"}, None),
+                    "cp2_a2a": ({"context_parallel": 2, "cp_comm_type": "a2a"}, None),
                     "tp2_sp": ({"tensor_parallel": 2, "sequence_parallel": True}, None)}
     out = {}
     for name, (par, force) in layouts.items():
-        padded_lp, padded_g = _logprobs_and_grads(policy(transformer_impl="transformer_engine", **par), batch)
+        reference = {k: v for k, v in par.items() if k != "cp_comm_type"}  # padded, p2p
+        padded_lp, padded_g = _logprobs_and_grads(policy(transformer_impl="transformer_engine", **reference), batch)
         packed_p = policy(transformer_impl="transformer_engine", sequence_layout="packed", **par)
         if force:
             packed_p.row_multiple, packed_p.multiple = force

