@@ -106,10 +106,30 @@ def check_engine(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ
         raise RunError(f"rollout.backend='vllm': {problem}")
 
 
+def check_a2a_heads(cfg: RunConfig) -> None:
+    """parallelism.cp_comm_type=a2a with CP > 1: Transformer Engine's all-to-all splits each TP rank's query
+    and KV heads over the CP ranks (it asserts divisibility inside the first forward); refuse it here, from the
+    model's config, when they do not divide."""
+    p = cfg.parallelism
+    hf = model_hf_config(cfg) or {}
+    heads = hf.get("num_attention_heads")
+    if p.cp_comm_type != "a2a" or p.context_parallel == 1 or heads is None:
+        return
+    kv = hf.get("num_key_value_heads", heads)
+    per_rank = {"query": heads // p.tensor_parallel, "KV": max(kv // p.tensor_parallel, 1)}
+    wrong = [f"{n} heads per TP rank {v}" for n, v in per_rank.items() if v % p.context_parallel]
+    if wrong:
+        raise RunError(f"parallelism.cp_comm_type='a2a' splits each TP rank's heads over the "
+                       f"{p.context_parallel} CP ranks, and this model has {' and '.join(wrong)} "
+                       f"(num_attention_heads={heads}, num_key_value_heads={kv}, tensor_parallel={p.tensor_parallel}); "
+                       "use cp_comm_type p2p or all_gather, or a context_parallel that divides them")
+
+
 def check_supported(cfg: RunConfig, world: int, env: Mapping[str, str] = os.environ) -> None:
     """Refuse, before any process group or model exists, what this machine or this launch cannot do.
     `world` and `env` (LOCAL_WORLD_SIZE) describe the launch: this process's, or the one about to start.
     The rules that need only the config (RunConfig.runnable_problems) are not here: every command that takes
     a recipe applies them (config.loader.check_runnable), `run` when it loads the recipe."""
     check_hardware(cfg, world, env)
+    check_a2a_heads(cfg)
     check_engine(cfg, world, env)

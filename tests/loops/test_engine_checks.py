@@ -102,3 +102,23 @@ def test_the_transformers_engine_sits_on_the_trainers_device(monkeypatch: pytest
     (tmp_path / "config.json").write_text('{"max_position_embeddings": 512}')
     assert build_engine(tiny("rollout.backend=hf", "model.dtype=bfloat16"), tmp_path) == "engine"
     assert built == {"dtype": "bfloat16", "device": "cuda:0" if cuda else "cpu", "config_overrides": None}
+
+
+@pytest.mark.parametrize("tp, cp, comm, refused", [
+    (1, 2, "a2a", False),   # 4 query / 2 KV heads per rank: both divide by 2
+    (2, 2, "a2a", True),    # 2 query / 1 KV head per rank: KV does not divide by 2
+    (1, 4, "a2a", True),    # 4 query / 2 KV: KV does not divide by 4
+    (2, 2, "p2p", False),   # p2p never splits heads
+])
+def test_a2a_context_parallel_needs_heads_that_divide(tp: int, cp: int, comm: str, refused: bool) -> None:
+    from nemo_qwenlong.loops.checks import check_a2a_heads
+
+    cfg = tiny("parallelism.sequence_layout=packed", "parallelism.transformer_impl=transformer_engine",
+               f"parallelism.tensor_parallel={tp}",
+               f"parallelism.context_parallel={cp}", f"parallelism.cp_comm_type={comm}")
+    if not refused:
+        check_a2a_heads(cfg)
+        return
+    with pytest.raises(RunError, match=r"cp_comm_type='a2a' splits .* KV heads per TP rank 1.*num_key_value_heads=2|"
+                                        r"cp_comm_type='a2a' splits .* KV heads per TP rank 2"):
+        check_a2a_heads(cfg)

@@ -34,3 +34,26 @@ def test_options_off_reproduce_the_run_before_the_options_bit_for_bit(tmp_path: 
     want = json.loads(REFERENCE.read_text())["rows"]
     assert len(want) == 4 and any(r["loss"] != 0 for r in want) and any(r["accuracy"] > 0 for r in want)
     assert got == want  # exact floats: the same items, rewards, losses and gradient norms
+
+
+ALL_ON = ["data.synthetic.choice_every=4", "curriculum.task_balance.enabled=true", "rl.advantage_std=task",
+          "rl.aepo.enable=true", "rl.aepo.mode=band", "rl.aepo.entropy_low=0.0", "rl.aepo.entropy_high=100.0",
+          "data.prompt_template=qwenlong-l1.5"]
+
+
+def test_all_options_on_complete_and_log_what_they_did(tmp_path: Path) -> None:
+    out = tmp_path / "on"
+    res = run_cli(out, *SHORT, *ALL_ON)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "tasks choice" in res.stdout and "qa " in res.stdout  # the stage-start line names each task's items
+    got = rows(out, "rl")
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for r in got:  # every step: balanced shares, a std per task, AEPO's state and kept count
+        assert r["sampler/task_items/choice"] == r["sampler/task_items/qa"] > 0
+        assert {"adv/task_std/choice", "adv/task_std/qa"} <= set(r)
+        assert r["aepo/masking"] == 1 and r["aepo/entropy"] > 0  # the band (0, 100) always masks
+        assert 0 <= r["aepo/kept"] <= 8 * 8 and r["aepo/kept_frac"] == r["aepo/kept"] / (8 * 8)  # of the training batch
+        assert r["update_skipped"] == (r["aepo/kept"] == 0)
+    assert any(r["update_skipped"] == 0 for r in got)  # some step trained on its kept samples
+    want = json.loads(REFERENCE.read_text())["rows"]
+    assert [r["loss"] for r in got] != [r["loss"] for r in want]
