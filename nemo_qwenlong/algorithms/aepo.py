@@ -8,7 +8,8 @@ decide when to mask (docs/algorithms.md#aepo):
     band (released snippet):     mask exactly while low < H < high
 
 H is the token-mean entropy of the step's training batch under the policy before its update, over every
-sample (as the released trainer's old-log-prob pass measures it). A masked sample keeps its row with an
+sample (as the released trainer's old-log-prob pass measures it), or with `rl.aepo.entropy:
+previous_update` the previous step's update entropy (over the samples that update used). A masked sample keeps its row with an
 empty response mask, so it adds no token to any rank's global count (docs/algorithms.md#aepo).
 """
 
@@ -53,13 +54,15 @@ class AepoState:
     checkpoint."""
 
     masking: bool = False
-    entropy: float | None = None  # the last batch entropy the rule read; None before the first
+    entropy: float | None = None  # the last entropy the rule read; None before the first
+    last_update: float | None = None  # the last update's entropy (what `previous_update` reads next step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masking": self.masking, "entropy": self.entropy}
+        return {"masking": self.masking, "entropy": self.entropy, "last_update": self.last_update}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masking, self.entropy = bool(state["masking"]), state["entropy"]
+        self.last_update = state.get("last_update")
 
 
 def metrics(state: AepoState, keep: Tensor | None, rows: int) -> dict[str, float]:

@@ -221,6 +221,10 @@ class AepoConfig(Section):
     mode: Literal["hysteresis", "band"] = field(
         "hysteresis", "hysteresis (paper): start masking above entropy_high, stop below entropy_low; "
         "band (released snippet): mask while entropy_low < entropy < entropy_high")
+    entropy: Literal["batch", "previous_update"] = field(
+        "batch", "the entropy the rule reads: batch (this step's training batch before its update, as the released "
+        "trainer's old-log-prob pass measures it; one no-grad forward unless that pass runs anyway) or "
+        "previous_update (the last step's update entropy, over the samples it used; no extra forward)")
     entropy_low: float | None = field(None, "lower entropy threshold (nats per token); required when enabled", ge=0)
     entropy_high: float | None = field(None, "upper entropy threshold (nats per token); required when enabled", ge=0)
 

@@ -341,6 +341,8 @@ def rl_step(env: RLEnv, stage_index: int, step: int) -> dict[str, Any]:
         "time/step_s": time.perf_counter() - t0}
     if "refit_peak_extra_mb" in agree:
         row["refit/peak_extra_mb"] = agree["refit_peak_extra_mb"]
+    if env.aepo is not None:  # the same on every rank: the update's entropy is over all ranks' tokens
+        env.aepo.last_update = row.get("entropy")
     return row | extra | {k: v for k, v in agree.items() if k.startswith("logprob") or k == "prob_ratio_mean"}
 
 

@@ -34,9 +34,12 @@ def aepo_step(policy: Any, aepo_cfg: Any, state: AepoState, batch: RolloutBatch,
               rows: list[int], need_old: bool) -> tuple[RolloutBatch, RolloutBatch, Tensor | None]:
     """AEPO's part of a step, before the update: the batch's token-mean entropy under the pre-update policy
     (one forward over this rank's rows `mine`, all-reduced; it also gives the old log-probs when the step
-    needs them), this step's masking state, then the batch and `mine` with the masked rows' responses
+    needs them; `entropy: previous_update` reads the last update's instead), this step's masking state, then the batch and `mine` with the masked rows' responses
     emptied, and the kept-row mask (None when not masking)."""
-    logprobs, state.entropy = policy.logprobs_and_entropy(mine)
+    if aepo_cfg.entropy == "previous_update":  # no forward of its own; the old log-probs only when needed
+        logprobs, state.entropy = (policy.compute_logprobs(mine) if need_old else None), state.last_update
+    else:
+        logprobs, state.entropy = policy.logprobs_and_entropy(mine)
     state.masking = next_masking(aepo_cfg.mode, state.masking, state.entropy,
                                  low=aepo_cfg.entropy_low, high=aepo_cfg.entropy_high)
     if need_old:

@@ -76,9 +76,10 @@ class FakePolicy:
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, aepo: AepoState | None, entropy: float, mini: int = 4,
-         mode: str = "hysteresis"):
+         mode: str = "hysteresis", source: str = "batch"):
     rl = RLConfig(group_size=2, train_batch_size=4, mini_batch_size=mini, gen_batch_size=4,
-                  aepo=AepoConfig(enable=aepo is not None, mode=mode, entropy_low=0.3, entropy_high=0.6))
+                  aepo=AepoConfig(enable=aepo is not None, mode=mode, entropy=source, entropy_low=0.3,
+                                  entropy_high=0.6))
     stages = [StageConfig(name="s1", max_input_tokens=100, steps=1)]
     cfg = SimpleNamespace(rl=rl, curriculum=SimpleNamespace(stages=stages, task_balance=TaskBalanceConfig()),
                           rollout=SimpleNamespace(logprob_probe_size=0))
@@ -109,7 +110,16 @@ def test_hysteresis_reads_each_batch_entropy_before_its_update_and_keeps_positiv
     assert env.policy.updates[1] == (tuple(f"item{g}" for g in (0, 0, 1, 1, 2, 2, 3, 3)), [3, 0, 0, 0, 0, 3, 0, 0],
                                      None)
     assert env.policy.updates[3][1] == [3] * 8 and "logprobs" not in env.policy.forwards
-    assert env.aepo == AepoState(masking=False, entropy=0.2)
+    assert (env.aepo.masking, env.aepo.entropy, env.aepo.last_update) == (False, 0.2, pytest.approx(0.2))
+
+
+def test_previous_update_reads_the_last_steps_update_entropy_without_a_forward(monkeypatch) -> None:  # noqa: ANN001
+    env = _env(monkeypatch, AepoState(), entropy=0.0, source="previous_update")
+    rows = _steps(env, [0.5, 0.9, 0.4, 0.2])  # each step's update reports these; the next step reads them
+    assert [r["aepo/entropy"] for r in rows[1:]] == pytest.approx([0.5, 0.9, 0.4]) and rows[0]["aepo/entropy"] != rows[0]["aepo/entropy"]
+    assert [r["aepo/masking"] for r in rows] == [0.0, 0.0, 1.0, 1.0]  # one step later than with `batch`
+    assert env.policy.forwards == []  # one update per step: neither an entropy nor an old-log-prob forward
+    assert env.aepo.last_update == pytest.approx(0.2)
 
 
 def test_band_mode_masks_only_strictly_inside_the_band(monkeypatch) -> None:  # noqa: ANN001
@@ -146,4 +156,5 @@ def test_aepo_state_survives_the_loop_state_json_exactly() -> None:
     s = AepoState(masking=True, entropy=0.1 + 0.2)  # a float with a long repr
     back = AepoState()
     back.load_state_dict(json.loads(state.dumps({"aepo": s.state_dict()}))["aepo"])
-    assert back == s and AepoState().state_dict() == {"masking": False, "entropy": None}
+    assert back == s and AepoState().state_dict() == {"masking": False, "entropy": None,
+                                                                          "last_update": None}
