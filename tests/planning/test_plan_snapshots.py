@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import pytest
 
 from nemo_qwenlong.cli.main import main
+from tests.snapshot import check_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "conf" / "qwenlong-l15").glob("*-3stage-*.yaml"))
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
-UPDATE = os.environ.get("NQL_UPDATE_SNAPSHOTS") == "1"
 
 
 def test_there_are_three_stage_recipes() -> None:
@@ -34,10 +33,5 @@ def test_plan_output_matches_snapshot(recipe: Path) -> None:
     text = out.getvalue()
     assert "stage3-120k): 120000 input + 50000 output tokens" in text
     assert "smallest CP that fits (170000-token sequences" in text
-    stored = SNAPSHOTS / f"{recipe.stem}.txt"
-    if UPDATE:
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_text(text)
-    assert stored.is_file(), f"no snapshot {stored}; create it with NQL_UPDATE_SNAPSHOTS=1"
-    assert text == stored.read_text(), (f"{recipe.name}: the plan changed; if intended, NQL_UPDATE_SNAPSHOTS=1 "
-                                        ".venv/bin/python -m pytest tests/planning/test_plan_snapshots.py")
+    check_snapshot(text, SNAPSHOTS / f"{recipe.stem}.txt", f"{recipe.name}: the plan",
+                   "tests/planning/test_plan_snapshots.py")
