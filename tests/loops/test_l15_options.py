@@ -1,5 +1,5 @@
 """QwenLong-L1.5's options (issue 26) on a short tiny run: off (the default) reproduces the run recorded
-before the options existed bit for bit; all on, the run completes and logs what each option did."""
+before the options existed bit for bit; all on, the run completes, logs what each option did and resumes exactly."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ ALL_ON = ["data.synthetic.choice_every=4", "curriculum.task_balance.enabled=true
           "data.prompt_template=qwenlong-l1.5"]
 
 
-def test_all_options_on_complete_and_log_what_they_did(tmp_path: Path) -> None:
+def test_all_options_on_complete_log_what_they_did_and_resume_exactly(tmp_path: Path) -> None:
     out = tmp_path / "on"
     res = run_cli(out, *SHORT, *ALL_ON)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -57,3 +57,12 @@ def test_all_options_on_complete_and_log_what_they_did(tmp_path: Path) -> None:
     assert any(r["update_skipped"] == 0 for r in got)  # some step trained on its kept samples
     want = json.loads(REFERENCE.read_text())["rows"]
     assert [r["loss"] for r in got] != [r["loss"] for r in want]
+    # stopped after step 3 (inside stage 2) and resumed: the task streams, the AEPO state and every logged
+    # value continue exactly as the straight run's
+    stopped = tmp_path / "stopped"
+    assert run_cli(stopped, *SHORT, *ALL_ON, "--max-steps", "3").returncode == 0
+    resumed = run_cli(stopped, *SHORT, *ALL_ON)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-3000:]
+    new = [k for k in got[0] if k.startswith(("sampler/", "adv/", "aepo/"))]
+    assert [[r.get(k) for k in (*KEYS, *new)] for r in rows(stopped, "rl")] == [[r.get(k) for k in (*KEYS, *new)]
+                                                                                for r in got]
