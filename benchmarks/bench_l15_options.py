@@ -56,9 +56,17 @@ def one(work: Path, seed: int, name: str) -> dict:
     s = run(work / f"{name}-seed{seed}", f"seed={seed}", "pipeline=[data,rl,export,eval]", "model.source=hf",
             f"model.path={sft / '02-export' / 'hf'}", *data, *rl)
     after = s["heldout_after_stage"]
+    steps = [json.loads(line) for line in (work / f"{name}-seed{seed}" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["phase"] == "rl" and r["step"] > 0]
     return {"seed": seed, "variant": name, "heldout_all": after[list(after)[-1]]["all"],
             "after_stage1_all": after[list(after)[0]]["all"], "kept_median": s["kept_fraction_median"],
+            "aepo_masking_frac": mean_of(steps, "aepo/masking"), "aepo_kept_frac": mean_of(steps, "aepo/kept_frac"),
             "wall_s": s["wall_seconds"]}
+
+
+def mean_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if key in r]
+    return round(statistics.mean(values), 3) if values else None
 
 
 def main() -> None:
@@ -80,6 +88,10 @@ def main() -> None:
     for name in names:
         acc = [r["heldout_all"] for r in rows if r["variant"] == name]
         print(f"| {name} | {' | '.join(f'{x:.3f}' for x in acc)} | {statistics.mean(acc):.3f} |")
+    for r in rows:
+        if r["aepo_masking_frac"] is not None:
+            print(f"aepo seed {r['seed']}: masking in {r['aepo_masking_frac']:.0%} of the steps, "
+                  f"kept {r['aepo_kept_frac']:.0%} of the samples on average")
     print(f"\nwrote {out}")
 
 
