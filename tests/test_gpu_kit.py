@@ -65,6 +65,7 @@ def test_wheel_folder_over_64_mib_is_refused(tmp_path: Path) -> None:
     (folder / "big.whl").unlink()
     (folder / "small.whl").write_bytes(b"x" * 1000)
     assert wheels.main(["check", str(folder)]) == 0
+    assert wheels.main(["check", str(tmp_path / "missing")]) == 2  # no folder is not "0 MiB, under 64"
 
 
 def test_gpu_script_parses_and_dry_run_prints_steps_and_figures(tmp_path: Path) -> None:

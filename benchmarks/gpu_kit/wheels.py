@@ -128,6 +128,8 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
+    if not args.dir.is_dir():
+        raise KitError(f"check: {args.dir} is not a folder (fetch the wheels first: wheels.py fetch)")
     total = folder_bytes(args.dir)
     check_size(total, str(args.dir))
     print(f"{args.dir}: {total / 2**20:.2f} MiB, under {LIMIT_BYTES / 2**20:.0f} MiB")
