@@ -46,7 +46,8 @@ def test_init_parallel_binds_the_device_before_the_process_group(monkeypatch: py
         raise KeyboardInterrupt
 
     monkeypatch.setattr(parallel.dist, "init_process_group", stop)
-    monkeypatch.setenv("MASTER_PORT", "1")
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1"), ("RANK", "0"), ("WORLD_SIZE", "1")):
+        monkeypatch.setenv(key, value)  # init_parallel's setdefault must not leak them into later tests
     with pytest.raises(KeyboardInterrupt):
         parallel.init_parallel(backend="nccl")
     assert order == ["bind", "init_process_group"]

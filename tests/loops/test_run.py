@@ -183,20 +183,6 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path: Path, p
         assert y.get("grad_norm", 0.0) == pytest.approx(x.get("grad_norm", 0.0), rel=1e-5), (x["step"], x, y)
 
 
-def test_first_rl_step_after_sft_starts_its_own_warmup(tmp_path: Path) -> None:
-    """RL loads the SFT checkpoint's weights, not its optimiser: its warm-up starts at its first
-    value, not part-way (before: the 2 SFT steps counted, so RL began at 3/4 of its peak LR)."""
-    out = tmp_path / "run"
-    res = run_cli(out, *SMALL, *SFT_THEN_RL, "--max-steps", "2")
-    assert res.returncode == 0, res.stderr[-3000:]
-    sft, rl = rows(out, "sft"), rows(out, "rl")
-    # tiny-cpu's SFT: lr 0.003, 10 warm-up steps: (s + 1)/10 · 0.003 at optimiser step s
-    assert [r["lr"] for r in sft] == pytest.approx([0.0003, 0.0006], rel=1e-12)
-    # SMALL's RL lr 0.003 with 4 warm-up steps, one update per RL step (8 prompts, mini-batches of 8)
-    assert [r["optimizer_steps"] for r in rl] == [1, 1]
-    assert [r["lr"] for r in rl] == pytest.approx([0.00075, 0.0015], rel=1e-12)
-
-
 def test_sigterm_checkpoints_and_exits_zero_then_resume_refuses_other_config(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nemo_qwenlong.cli.main", "run", RECIPE, "--output", str(out), "--no-progress",
@@ -221,11 +207,12 @@ MULTI = ["rollout.backend=hf", "rl.gen_batch_size=4", "rl.train_batch_size=2", "
 
 
 def test_every_micro_batch_layout_gives_the_same_run(tmp_path: Path) -> None:
-    """The tiny recipe's shared-prompt layout vs padded and packed, 4 SFT steps then 4 RL steps over
-    both stages (RL rows share prompts within a group): the same sampled items and rewards, losses
-    within fp32 tolerance."""
+    """The tiny recipe's shared-prompt layout vs packed, 4 SFT steps then 4 RL steps over both stages
+    (RL rows share prompts within a group): the same sampled items and rewards, losses within fp32
+    tolerance. (All three layouts, padded included, give the same log-probs, losses and gradients on
+    the policy itself: tests/backends/test_attention_and_logprob_paths.py.)"""
     series = {}
-    for layout in ("shared_prompt", "padded", "packed"):
+    for layout in ("shared_prompt", "packed"):
         out = tmp_path / layout
         res = run_cli(out, *SMALL, *MULTI, "pipeline=[data,sft,rl]", "sft.max_steps=4",
                       f"parallelism.sequence_layout={layout}")
@@ -234,10 +221,9 @@ def test_every_micro_batch_layout_gives_the_same_run(tmp_path: Path) -> None:
         series[layout] = key_series(out)
     ref = series["shared_prompt"]
     assert len(ref) == 4 and any(abs(x[4]) > 1e-3 for x in ref)  # real, non-zero losses
-    for layout in ("padded", "packed"):
-        for x, y in zip(ref, series[layout], strict=True):
-            assert x[:4] == y[:4], layout
-            assert y[4] == pytest.approx(x[4], abs=1e-5), layout
+    for x, y in zip(ref, series["packed"], strict=True):
+        assert x[:4] == y[:4]
+        assert y[4] == pytest.approx(x[4], abs=1e-5)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -293,8 +279,8 @@ def test_judge_in_the_loop(tmp_path: Path, judge_server) -> None:  # noqa: ANN00
     """The real vLLM judge server (scripted: every verdict YES) in 2 RL steps after a short SFT, on 2
     ranks with two vLLM replicas: it is asked only for rule failures, once per sample however many
     replicas generated them (the server's own request count); a step rerun after a resume is answered
-    from the SQLite cache; with the server unreachable the failures are counted and the run goes on on
-    rule rewards."""
+    from the SQLite cache. (An unreachable server: rule rewards carry the step and the failures are
+    counted, tests/rewards/test_judge_server.py::test_server_down_degrades_to_rule_rewards_or_stops.)"""
     judge = ["reward.judge_when=rule_fail", f"reward.judge.base_url={judge_server.base_url}",
              "reward.judge.model=judge", "reward.judge.max_retries=1", "reward.judge.timeout_s=20"]
     common = [*SMALL, "pipeline=[data,sft,rl]", "sft.max_steps=40", "curriculum.stages.0.steps=3",
@@ -326,15 +312,6 @@ def test_judge_in_the_loop(tmp_path: Path, judge_server) -> None:  # noqa: ANN00
     assert [r["step"] for r in redo] == [1, 2]
     assert redo[1]["reward/judge_cache_hits"] == redo[1]["reward/judge_requested"] == first[1]["reward/judge_requested"]
     assert redo[1]["reward_mean"] == first[1]["reward_mean"] and redo[1]["item_ids_sha1"] == first[1]["item_ids_sha1"]
-    # the server unreachable: failures counted, rule rewards used, the run goes on
-    down = tmp_path / "down"
-    dead = ["reward.judge_when=rule_fail", "reward.judge.base_url=http://127.0.0.1:9/v1", "reward.judge.model=judge",
-            "reward.judge.max_retries=1", "reward.judge.timeout_s=2", "reward.judge.max_failure_rate=1.0"]
-    res = run_cli(down, *common, *dead, "--max-steps", "1")
-    assert res.returncode == 0, res.stderr[-3000:]
-    row = rows(down, "rl")[0]
-    assert row["reward/judge_failures"] == row["reward/judge_requested"] > 0
-    assert row["reward/decided_by_judge"] == 0
 
 
 def test_eval_stage_on_benchmarks_with_the_judge(tmp_path: Path, judge_server) -> None:  # noqa: ANN001
