@@ -88,16 +88,3 @@ def judge_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator["
         yield server
     finally:
         server.stop()
-
-
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-@pytest.fixture(autouse=True)
-def _launch_environment_unchanged() -> Iterator[None]:
-    """A test that leaves torchrun's variables in this process's environment makes every later `run
-    --nproc-per-node N` it spawns believe it is already one rank of a world of 1; fail the leaking test."""
-    before = {k: os.environ.get(k) for k in LAUNCH_VARIABLES}
-    yield
-    after = {k: os.environ.get(k) for k in LAUNCH_VARIABLES}
-    assert after == before, f"the test changed the launch environment: {before} -> {after}"
