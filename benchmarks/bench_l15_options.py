@@ -79,6 +79,8 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"--variants: {unknown} not among {', '.join(VARIANTS)}")
+    if not all(s.strip().isdigit() for s in a.seeds.split(",")):
+        p.error(f"--seeds: {a.seeds!r} is not a comma-separated list of integers (e.g. 1,2,3)")
     seeds = [int(s) for s in a.seeds.split(",")]
     rows = [one(a.work, seed, name) for seed in seeds for name in names]
     out = REPO / "benchmarks" / "out" / "bench_l15_options.json"
